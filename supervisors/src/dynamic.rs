@@ -1,0 +1,403 @@
+//! A supervisor of many short-lived children (peers, rooms), each a bastion `spawn!` lightproc.
+//!
+//! bastion's own children groups are never freed once deployed at run time (see bastion-notes), so a
+//! child per connection must not be one. Here a child is a plain lightproc whose future is wrapped to
+//! catch its panic and report its end to this supervisor's mailbox; the supervisor applies OTP's
+//! rules (kind, restart intensity, escalation). The mailbox and the child table live outside the
+//! manager loop ([`DynamicSupervisor::run`]), which is itself a bastion child: when it crashes and
+//! is restarted, its children are terminated (as OTP links them) and the `init` hook starts afresh.
+use crate::child::{panic_message, ChildInfo, ChildKind, ChildStatus, Exit, StopReason};
+use crate::intensity::RestartIntensity;
+use crate::observer::{Observer, SupervisorEvent};
+use async_channel::{Receiver, Sender};
+use futures_lite::FutureExt;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+/// Makes a fresh instance of a child; called on start and on every restart, under the
+/// supervisor's table lock, so it must only build the future (not call the supervisor).
+pub type StartFn = Box<dyn FnMut() -> BoxFuture + Send>;
+/// Asks the running instance to end (it then returns, and its end is reported as usual).
+pub type StopFn = Box<dyn Fn(StopReason) + Send + Sync>;
+/// Told of every end of an instance, and whether the supervisor starts it again.
+pub type ExitFn = Box<dyn FnMut(&Exit, bool) + Send>;
+/// Starts the children a fresh supervisor instance must have (after its own restart).
+pub type InitFn = Arc<dyn Fn(&DynamicSupervisor) + Send + Sync>;
+
+pub struct ChildSpec {
+    pub id: String,
+    pub kind: ChildKind,
+    pub start: StartFn,
+    pub stop: StopFn,
+    pub on_exit: Option<ExitFn>,
+}
+
+/// Identifies a child of one supervisor for its whole life, across restarts.
+pub type ChildKey = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartChildError {
+    /// The supervisor is shutting down and takes no new children.
+    ShuttingDown,
+}
+
+impl fmt::Display for StartChildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("supervisor is shutting down")
+    }
+}
+
+impl std::error::Error for StartChildError {}
+
+enum Msg {
+    Exited {
+        key: ChildKey,
+        incarnation: u64,
+        exit: Exit,
+    },
+    Crash(String),
+}
+
+struct Entry {
+    spec: ChildSpec,
+    status: ChildStatus,
+    restarts: u32,
+    started_at: SystemTime,
+    /// Which instance is current: a report from an older one is stale.
+    incarnation: u64,
+}
+
+struct Table {
+    next_key: ChildKey,
+    entries: HashMap<ChildKey, Entry>,
+    accepting: bool,
+}
+
+struct Inner {
+    name: String,
+    observer: Observer,
+    intensity: Mutex<RestartIntensity>,
+    table: Mutex<Table>,
+    tx: Sender<Msg>,
+    rx: Receiver<Msg>,
+    runs: AtomicU64,
+    init: Mutex<Option<InitFn>>,
+    emptied: event_listener::Event,
+}
+
+/// A handle to a dynamic supervisor; clones share it.
+#[derive(Clone)]
+pub struct DynamicSupervisor {
+    inner: Arc<Inner>,
+}
+
+// A poisoned lock only means a panic happened while it was held; the table is still consistent
+// because every mutation under it is a single insert/remove/field store.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl DynamicSupervisor {
+    pub fn new(name: impl Into<String>, intensity: RestartIntensity, observer: Observer) -> Self {
+        let (tx, rx) = async_channel::unbounded();
+        DynamicSupervisor {
+            inner: Arc::new(Inner {
+                name: name.into(),
+                observer,
+                intensity: Mutex::new(intensity),
+                table: Mutex::new(Table {
+                    next_key: 0,
+                    entries: HashMap::new(),
+                    accepting: true,
+                }),
+                tx,
+                rx,
+                runs: AtomicU64::new(0),
+                init: Mutex::new(None),
+                emptied: event_listener::Event::new(),
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The children a restarted instance of this supervisor starts with.
+    pub fn set_init(&self, init: InitFn) {
+        *lock(&self.inner.init) = Some(init);
+    }
+
+    pub fn start_child(&self, mut spec: ChildSpec) -> Result<ChildKey, StartChildError> {
+        let id = spec.id.clone();
+        {
+            let mut table = lock(&self.inner.table);
+            if !table.accepting {
+                return Err(StartChildError::ShuttingDown);
+            }
+            let key = table.next_key;
+            table.next_key += 1;
+            let future = (spec.start)();
+            table.entries.insert(
+                key,
+                Entry {
+                    spec,
+                    status: ChildStatus::Running,
+                    restarts: 0,
+                    started_at: SystemTime::now(),
+                    incarnation: 0,
+                },
+            );
+            // Inserted before spawning so that even an instantly finished child finds its entry.
+            spawn_instance(self.inner.tx.clone(), key, 0, future);
+            drop(table);
+            (self.inner.observer)(&SupervisorEvent::Started {
+                supervisor: self.inner.name.clone(),
+                child: id,
+            });
+            Ok(key)
+        }
+    }
+
+    /// Asks one child to stop; it is not restarted.
+    pub fn terminate_child(&self, key: ChildKey, reason: StopReason) -> bool {
+        let mut table = lock(&self.inner.table);
+        match table.entries.get_mut(&key) {
+            Some(entry) => {
+                entry.status = ChildStatus::Terminating;
+                (entry.spec.stop)(reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        lock(&self.inner.table).entries.len()
+    }
+
+    pub fn which_children(&self) -> Vec<ChildInfo> {
+        let table = lock(&self.inner.table);
+        let mut rows: Vec<(ChildKey, ChildInfo)> = table
+            .entries
+            .iter()
+            .map(|(key, e)| {
+                (
+                    *key,
+                    ChildInfo {
+                        id: e.spec.id.clone(),
+                        kind: e.spec.kind,
+                        status: e.status,
+                        restarts: e.restarts,
+                        started_at: e.started_at,
+                        supervisor: false,
+                        children: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        rows.sort_by_key(|(key, _)| *key);
+        rows.into_iter().map(|(_, info)| info).collect()
+    }
+
+    /// Makes the supervisor's own loop panic, exactly as a bug in it would.
+    pub fn crash(&self, reason: impl Into<String>) {
+        let _ = self.inner.tx.try_send(Msg::Crash(reason.into()));
+    }
+
+    /// The supervisor's loop: the body of the bastion child that owns this supervisor.
+    pub async fn run(&self) {
+        if self.inner.runs.fetch_add(1, Ordering::SeqCst) > 0 {
+            // A restart of the supervisor: OTP takes its children down with it. They are gone
+            // before the fresh start so that no two instances of one child ever run at once.
+            self.terminate_all(StopReason::SupervisorDown, Duration::from_secs(5))
+                .await;
+            let init = lock(&self.inner.init).clone();
+            if let Some(init) = init {
+                init(self);
+            }
+        }
+        while let Ok(msg) = self.inner.rx.recv().await {
+            match msg {
+                Msg::Exited {
+                    key,
+                    incarnation,
+                    exit,
+                } => self.handle_exit(key, incarnation, exit),
+                Msg::Crash(reason) => panic!("{reason}"),
+            }
+        }
+    }
+
+    /// Orderly shutdown: no new children, every child asked to stop, wait for them (bounded).
+    /// Returns how many children did not end within the deadline.
+    pub async fn shutdown(&self, deadline: Duration) -> usize {
+        lock(&self.inner.table).accepting = false;
+        self.terminate_all(StopReason::Shutdown, deadline).await
+    }
+
+    async fn terminate_all(&self, reason: StopReason, deadline: Duration) -> usize {
+        {
+            let mut table = lock(&self.inner.table);
+            for entry in table.entries.values_mut() {
+                entry.status = ChildStatus::Terminating;
+                (entry.spec.stop)(reason);
+            }
+        }
+        // Drain the mailbox here too: the manager loop may be the thing that is down.
+        let until = Instant::now() + deadline;
+        loop {
+            if lock(&self.inner.table).entries.is_empty() {
+                return 0;
+            }
+            let next = async { Some(self.inner.rx.recv().await) }
+                .or(async {
+                    async_io::Timer::at(until).await;
+                    None
+                })
+                .await;
+            match next {
+                Some(Ok(Msg::Exited {
+                    key,
+                    incarnation,
+                    exit,
+                })) => self.handle_exit(key, incarnation, exit),
+                Some(Ok(Msg::Crash(_))) => {}
+                Some(Err(_)) | None => break,
+            }
+        }
+        let mut table = lock(&self.inner.table);
+        let left = table.entries.len();
+        if left > 0 {
+            log::warn!(
+                "{}: {left} children did not stop within {deadline:?}; forgetting them",
+                self.inner.name
+            );
+            table.entries.clear();
+        }
+        left
+    }
+
+    fn handle_exit(&self, key: ChildKey, incarnation: u64, exit: Exit) {
+        let inner = &self.inner;
+        let mut table = lock(&inner.table);
+        let Some(entry) = table.entries.get_mut(&key) else {
+            return;
+        };
+        if entry.incarnation != incarnation {
+            return;
+        }
+        let wanted =
+            entry.status != ChildStatus::Terminating && entry.spec.kind.restarts_after(&exit);
+        let allowed = if wanted {
+            lock(&inner.intensity).record(Instant::now())
+        } else {
+            Ok(())
+        };
+        let restarting = wanted && allowed.is_ok();
+        let id = entry.spec.id.clone();
+        (inner.observer)(&SupervisorEvent::Exited {
+            supervisor: inner.name.clone(),
+            child: id.clone(),
+            exit: exit.clone(),
+            restarting,
+        });
+        if let Some(on_exit) = entry.spec.on_exit.as_mut() {
+            on_exit(&exit, restarting);
+        }
+        if restarting {
+            entry.restarts += 1;
+            entry.incarnation += 1;
+            entry.status = ChildStatus::Running;
+            entry.started_at = SystemTime::now();
+            let future = (entry.spec.start)();
+            let (restarts, incarnation) = (entry.restarts, entry.incarnation);
+            spawn_instance(inner.tx.clone(), key, incarnation, future);
+            drop(table);
+            (inner.observer)(&SupervisorEvent::Restarted {
+                supervisor: inner.name.clone(),
+                child: id,
+                restarts,
+            });
+            return;
+        }
+        table.entries.remove(&key);
+        let empty = table.entries.is_empty();
+        drop(table);
+        if empty {
+            inner.emptied.notify(usize::MAX);
+        }
+        if let Err(exceeded) = allowed {
+            let reason = format!("{exceeded} (last: {id} {exit})");
+            (inner.observer)(&SupervisorEvent::Escalated {
+                supervisor: inner.name.clone(),
+                reason: reason.clone(),
+            });
+            // Escalate as OTP does: this supervisor terminates, and its parent sees it crash.
+            panic!("{}: {reason}", inner.name);
+        }
+    }
+
+    /// Resolves once the supervisor has no children (at once if it has none).
+    pub async fn until_empty(&self) {
+        loop {
+            if lock(&self.inner.table).entries.is_empty() {
+                return;
+            }
+            let listener = self.inner.emptied.listen();
+            if lock(&self.inner.table).entries.is_empty() {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Reports the end of an instance, including being dropped unfinished (its lightproc cancelled).
+struct ExitReport {
+    tx: Sender<Msg>,
+    key: ChildKey,
+    incarnation: u64,
+    exit: Option<Exit>,
+}
+
+impl ExitReport {
+    fn finish(mut self, exit: Exit) {
+        self.exit = Some(exit);
+    }
+}
+
+impl Drop for ExitReport {
+    fn drop(&mut self) {
+        let exit = self.exit.take().unwrap_or(Exit::Terminated);
+        let _ = self.tx.try_send(Msg::Exited {
+            key: self.key,
+            incarnation: self.incarnation,
+            exit,
+        });
+    }
+}
+
+fn spawn_instance(tx: Sender<Msg>, key: ChildKey, incarnation: u64, future: BoxFuture) {
+    let report = ExitReport {
+        tx,
+        key,
+        incarnation,
+        exit: None,
+    };
+    // The handle is dropped: the lightproc runs detached and reports its own end.
+    drop(bastion::executor::spawn(async move {
+        let exit = match AssertUnwindSafe(future).catch_unwind().await {
+            Ok(()) => Exit::Normal,
+            Err(payload) => Exit::Panic(panic_message(payload.as_ref())),
+        };
+        report.finish(exit);
+    }));
+}
