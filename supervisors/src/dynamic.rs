@@ -239,8 +239,13 @@ impl DynamicSupervisor {
     /// Orderly shutdown: no new children, every child asked to stop, wait for them (bounded).
     /// Returns how many children did not end within the deadline.
     pub async fn shutdown(&self, deadline: Duration) -> usize {
+        self.shutdown_with(StopReason::Shutdown, deadline).await
+    }
+
+    /// As [`shutdown`](Self::shutdown), telling the children why.
+    pub async fn shutdown_with(&self, reason: StopReason, deadline: Duration) -> usize {
         lock(&self.inner.table).accepting = false;
-        self.terminate_all(StopReason::Shutdown, deadline).await
+        self.terminate_all(reason, deadline).await
     }
 
     async fn terminate_all(&self, reason: StopReason, deadline: Duration) -> usize {

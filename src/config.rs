@@ -1,0 +1,63 @@
+//! What the server is started with: the book's cowboy options plus our own.
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Interface to listen on; all of them by default, as the book's `{port, 30000}`.
+    pub bind: IpAddr,
+    /// 30000 as in the book; 0 picks a free port (tests).
+    pub port: u16,
+    /// The book's `{timeout, 500}`: the upgrade request must arrive within it.
+    pub handshake_timeout: Duration,
+    /// Larger text frames close the connection with 1009.
+    pub max_message_bytes: usize,
+    /// Bytes relayed to one peer and not yet written to its socket; past it the peer is closed as a
+    /// slow consumer (1008).
+    pub outbound_limit_bytes: usize,
+    /// Accepting stops while this many connections are open.
+    pub max_connections: usize,
+    /// Where `GET /` and `/static/...` are served from.
+    pub static_dir: PathBuf,
+    /// `rtcserver_sup`'s `{one_for_one, 5, 10}`; also used by rooms_sup and peers_sup.
+    pub max_restarts: u32,
+    pub restart_period: Duration,
+    /// How long an orderly shutdown waits for connections to close.
+    pub shutdown_grace: Duration,
+    /// GETROOM draws from 1..=this (999999, as the original; smaller only to test exhaustion).
+    pub max_room_number: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 30000,
+            handshake_timeout: Duration::from_millis(500),
+            max_message_bytes: 1 << 20,
+            outbound_limit_bytes: 8 << 20,
+            max_connections: 200_000,
+            static_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static")),
+            max_restarts: 5,
+            restart_period: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
+            max_room_number: crate::book_protocol::MAX_ROOM,
+        }
+    }
+}
+
+impl Config {
+    /// A server for tests: loopback, a free port.
+    pub fn ephemeral() -> Self {
+        Config {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            ..Config::default()
+        }
+    }
+
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.port)
+    }
+}

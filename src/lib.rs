@@ -1,0 +1,37 @@
+//! rtcserver: the signaling server of "WebRTC Blueprints" as an OTP-style application on bastion.
+//!
+//! One module per process kind, named after the Erlang module it replaces:
+//! - [`rtcserver_app`] ← `rtcserver_app`: start, stop, the handle to a running server.
+//! - [`rtcserver_sup`] ← `rtcserver_sup`: the root supervisor, `{one_for_one, 5, 10}`.
+//! - [`registry`] ← gproc: `{p, l, Room}` properties that vanish when their peer dies.
+//! - [`listener`] ← cowboy/ranch's acceptor.
+//! - [`peers_sup`] ← ranch's connection supervisor: one temporary child per connection.
+//! - [`peer`] ← `handler_websocket`: the book protocol's logic, returning commands.
+//! - [`connection`]: the socket loop that carries out a peer's commands.
+//! - [`rooms_sup`] / [`room`]: room processes, so that joins are atomic (the original raced).
+//!
+//! And the pieces without a process: [`book_protocol`] (the wire format, no I/O), [`http`]
+//! (upgrade and static files), [`mailbox`] (a peer's bounded inbox), [`events`], [`config`].
+#![forbid(unsafe_code)]
+
+pub mod book_protocol;
+pub mod config;
+pub mod connection;
+pub mod events;
+pub mod http;
+pub mod listener;
+pub mod mailbox;
+pub mod peer;
+pub mod peers_sup;
+pub mod registry;
+pub mod room;
+pub mod rooms_sup;
+pub mod rtcserver_app;
+pub mod rtcserver_sup;
+
+pub use config::Config;
+pub use events::Event;
+pub use registry::{PeerId, RoomKey};
+pub use rtcserver_app::{
+    start, CrashError, CrashTarget, PeerInfo, ServerHandle, StartError, Stats,
+};

@@ -1,0 +1,131 @@
+//! A peer's protocol logic: the book's `handler_websocket`, without the socket.
+//!
+//! Like a cowboy websocket handler, each callback returns what the connection loop must do
+//! ([`Command`]); the loop in `connection.rs` owns the socket. A panic in here is a crash of the
+//! peer: the loop closes the socket with 1011 and lets the panic reach the supervisor.
+use crate::book_protocol::{self, ClientMessage};
+use crate::events::{Event, Events};
+use crate::mailbox::{PeerMsg, PeerRef};
+use crate::registry::{Registry, RoomKey};
+use crate::rooms_sup::{CreateError, Rooms};
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::Message;
+use std::sync::Arc;
+use supervisors::StopReason;
+
+/// What the connection loop does for the handler.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Send(Message),
+    /// Close the WebSocket with this code and reason, then end.
+    Close(CloseCode, &'static str),
+}
+
+pub struct BookPeer {
+    me: PeerRef,
+    room: Option<RoomKey>,
+    registry: Arc<Registry>,
+    rooms: Arc<Rooms>,
+    events: Arc<Events>,
+}
+
+impl BookPeer {
+    pub fn new(
+        me: PeerRef,
+        registry: Arc<Registry>,
+        rooms: Arc<Rooms>,
+        events: Arc<Events>,
+    ) -> Self {
+        BookPeer {
+            me,
+            room: None,
+            registry,
+            rooms,
+            events,
+        }
+    }
+
+    pub fn room(&self) -> Option<&RoomKey> {
+        self.room.as_ref()
+    }
+
+    /// `websocket_handle({text, Data})`. `frame` is the received text frame itself, so that a
+    /// relay sends the very bytes that came in.
+    pub async fn handle_text(&mut self, frame: Message) -> Option<Command> {
+        let parsed = match &frame {
+            Message::Text(text) => book_protocol::parse(text.as_str()),
+            _ => return None,
+        };
+        match parsed {
+            Err(_) => Some(Command::Close(CloseCode::Invalid, "invalid JSON")),
+            Ok(ClientMessage::GetRoom) => match self.rooms.create_book_room(&self.me) {
+                Ok(n) => {
+                    self.move_to(RoomKey::Book(n));
+                    Some(Command::Send(Message::text(book_protocol::getroom_reply(
+                        n,
+                    ))))
+                }
+                Err(CreateError::NoFreeNumber) => {
+                    Some(Command::Close(CloseCode::Again, "no free room number"))
+                }
+                Err(CreateError::ShuttingDown) => {
+                    Some(Command::Close(CloseCode::Away, "server shutting down"))
+                }
+            },
+            Ok(ClientMessage::EnterRoom(number)) => {
+                let key = number.map(RoomKey::Book);
+                match key {
+                    Some(key) if self.room.as_ref() != Some(&key) => {
+                        if self.rooms.join(&key, &self.me).await.is_ok() {
+                            self.move_to(key);
+                            return None;
+                        }
+                        Some(wrongroom())
+                    }
+                    _ => Some(wrongroom()),
+                }
+            }
+            Ok(ClientMessage::Relay) => {
+                match &self.room {
+                    Some(room) => self.registry.for_each_other(room, self.me.id(), |other| {
+                        other.relay(frame.clone());
+                    }),
+                    None => log::debug!("peer {}: not in a room, message dropped", self.me.id()),
+                }
+                None
+            }
+        }
+    }
+
+    /// `websocket_info`: a message from another process.
+    pub fn handle_info(&mut self, msg: PeerMsg) -> Option<Command> {
+        match msg {
+            PeerMsg::Relay(frame) => Some(Command::Send(frame)),
+            PeerMsg::Overflow => Some(Command::Close(CloseCode::Policy, "outbound queue full")),
+            PeerMsg::Crash => panic!("injected crash of peer {}", self.me.id()),
+            PeerMsg::Stop(StopReason::Shutdown) => {
+                Some(Command::Close(CloseCode::Away, "server shutting down"))
+            }
+            PeerMsg::Stop(StopReason::SupervisorDown) => {
+                Some(Command::Close(CloseCode::Error, "supervisor down"))
+            }
+        }
+    }
+
+    /// One room per peer: the old registration goes once the new one holds.
+    fn move_to(&mut self, key: RoomKey) {
+        if let Some(old) = self.room.replace(key) {
+            if self.registry.unreg(&old, self.me.id()) {
+                self.events.publish(Event::Left {
+                    room: old.clone(),
+                    peer: self.me.id(),
+                });
+                self.rooms.peer_left(&old, self.me.id());
+            }
+        }
+    }
+}
+
+fn wrongroom() -> Command {
+    Command::Send(Message::text(book_protocol::WRONGROOM_REPLY))
+}

@@ -1,0 +1,227 @@
+//! `rooms_sup`: the table of live rooms and the supervisor of their processes.
+//!
+//! A room is a transient child: restarted after a crash (same mailbox, same members: they are in
+//! the registry), not after it empties and stops. If `rooms_sup` itself goes down, its rooms go
+//! with it (OTP links them) and its next instance starts one room per key still in the registry.
+use crate::book_protocol::MAX_ROOM;
+use crate::events::{Event, Events};
+use crate::mailbox::PeerRef;
+use crate::registry::{PeerId, Registry, RoomKey};
+use crate::room::{JoinRefused, Room, RoomMsg};
+use rand::RngExt;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use supervisors::{ChildKind, ChildSpec, DynamicSupervisor, StartChildError};
+
+struct RoomEntry {
+    mailbox: async_channel::Sender<RoomMsg>,
+    serial: u64,
+}
+
+pub struct Rooms {
+    table: Mutex<HashMap<RoomKey, RoomEntry>>,
+    sup: DynamicSupervisor,
+    registry: Arc<Registry>,
+    events: Arc<Events>,
+    serial: AtomicU64,
+    max_room: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateError {
+    /// Every room number is taken (close 1013, try again later).
+    NoFreeNumber,
+    ShuttingDown,
+}
+
+impl fmt::Display for CreateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CreateError::NoFreeNumber => f.write_str("every room number is taken"),
+            CreateError::ShuttingDown => f.write_str("server is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for CreateError {}
+
+impl From<StartChildError> for CreateError {
+    fn from(_: StartChildError) -> Self {
+        CreateError::ShuttingDown
+    }
+}
+
+fn lock(m: &Mutex<HashMap<RoomKey, RoomEntry>>) -> MutexGuard<'_, HashMap<RoomKey, RoomEntry>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Rooms {
+    pub fn new(
+        sup: DynamicSupervisor,
+        registry: Arc<Registry>,
+        events: Arc<Events>,
+        max_room: u32,
+    ) -> Arc<Self> {
+        let rooms = Arc::new(Rooms {
+            table: Mutex::new(HashMap::new()),
+            sup,
+            registry,
+            events,
+            serial: AtomicU64::new(0),
+            max_room: max_room.clamp(1, MAX_ROOM),
+        });
+        let weak: Weak<Rooms> = Arc::downgrade(&rooms);
+        rooms.sup.set_init(Arc::new(move |_| {
+            if let Some(rooms) = weak.upgrade() {
+                rooms.rebuild();
+            }
+        }));
+        rooms
+    }
+
+    pub fn supervisor(&self) -> &DynamicSupervisor {
+        &self.sup
+    }
+
+    /// GETROOM: a fresh number no live room holds, with `creator` already in it.
+    pub fn create_book_room(self: &Arc<Self>, creator: &PeerRef) -> Result<u32, CreateError> {
+        let mut table = lock(&self.table);
+        let taken = |n: u32| table.contains_key(&RoomKey::Book(n));
+        let mut rng = rand::rng();
+        let mut number = None;
+        // Uniform like `random:uniform(999999)` while there is room; a scan when it is crowded.
+        for _ in 0..32 {
+            let n = rng.random_range(1..=self.max_room);
+            if !taken(n) {
+                number = Some(n);
+                break;
+            }
+        }
+        if number.is_none() {
+            let start = rng.random_range(1..=self.max_room);
+            number = (start..=self.max_room).chain(1..start).find(|n| !taken(*n));
+        }
+        let n = number.ok_or(CreateError::NoFreeNumber)?;
+        let key = RoomKey::Book(n);
+        self.registry.reg(&key, creator);
+        if let Err(e) = self.start_room(&mut table, key.clone()) {
+            self.registry.unreg(&key, creator.id());
+            return Err(e.into());
+        }
+        drop(table);
+        self.events.publish(Event::Joined {
+            room: key,
+            peer: creator.id(),
+        });
+        Ok(n)
+    }
+
+    /// ENTERROOM: asks the room; unknown rooms and rooms that stop meanwhile refuse.
+    pub async fn join(&self, key: &RoomKey, peer: &PeerRef) -> Result<(), JoinRefused> {
+        let Some(mailbox) = lock(&self.table).get(key).map(|e| e.mailbox.clone()) else {
+            return Err(JoinRefused::NotJoinable);
+        };
+        let (reply, answer) = async_channel::bounded(1);
+        if mailbox
+            .try_send(RoomMsg::Join {
+                peer: peer.clone(),
+                reply,
+            })
+            .is_err()
+        {
+            return Err(JoinRefused::NotJoinable);
+        }
+        drop(mailbox);
+        answer.recv().await.unwrap_or(Err(JoinRefused::NotJoinable))
+    }
+
+    /// Tells a room that one of its peers is gone from the registry.
+    pub fn peer_left(&self, key: &RoomKey, peer: PeerId) {
+        if let Some(entry) = lock(&self.table).get(key) {
+            let _ = entry.mailbox.try_send(RoomMsg::Leave { peer });
+        }
+    }
+
+    /// Injects a crash into one room; false when no such room is live.
+    pub fn crash(&self, key: &RoomKey) -> bool {
+        lock(&self.table)
+            .get(key)
+            .is_some_and(|e| e.mailbox.try_send(RoomMsg::Crash).is_ok())
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.table).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn keys(&self) -> Vec<RoomKey> {
+        let mut keys: Vec<RoomKey> = lock(&self.table).keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// Called by a room that stops: drops its entry if it is still the one it served.
+    pub(crate) fn forget(&self, key: &RoomKey, serial: u64) {
+        let mut table = lock(&self.table);
+        if table.get(key).is_some_and(|e| e.serial == serial) {
+            table.remove(key);
+        }
+    }
+
+    /// After a restart of `rooms_sup`: one fresh room per key that still has live members.
+    fn rebuild(self: &Arc<Self>) {
+        let mut table = lock(&self.table);
+        table.clear();
+        for key in self.registry.keys() {
+            if self.registry.count(&key) > 0 {
+                if let Err(e) = self.start_room(&mut table, key.clone()) {
+                    log::warn!("rooms_sup: could not restart room {key}: {e}");
+                }
+            }
+        }
+    }
+
+    fn start_room(
+        self: &Arc<Self>,
+        table: &mut HashMap<RoomKey, RoomEntry>,
+        key: RoomKey,
+    ) -> Result<(), StartChildError> {
+        let (mailbox, inbox) = async_channel::unbounded();
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let rooms = Arc::clone(self);
+        let stop_mailbox = mailbox.clone();
+        let room_key = key.clone();
+        // In the table before the process exists, so that it always finds its own entry.
+        table.insert(key.clone(), RoomEntry { mailbox, serial });
+        let started = self.sup.start_child(ChildSpec {
+            id: format!("room:{key}"),
+            kind: ChildKind::Transient,
+            start: Box::new(move || {
+                let room = Room {
+                    key: room_key.clone(),
+                    serial,
+                    inbox: inbox.clone(),
+                    registry: Arc::clone(&rooms.registry),
+                    events: Arc::clone(&rooms.events),
+                    rooms: Arc::clone(&rooms),
+                };
+                Box::pin(room.run())
+            }),
+            stop: Box::new(move |reason| {
+                let _ = stop_mailbox.try_send(RoomMsg::Stop(reason));
+            }),
+            on_exit: None,
+        });
+        if let Err(e) = started {
+            table.remove(&key);
+            return Err(e);
+        }
+        self.events.publish(Event::RoomStarted { room: key });
+        Ok(())
+    }
+}

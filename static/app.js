@@ -1,0 +1,399 @@
+// rtcserver demo client: a two-party video call over the book's signaling protocol.
+//
+// Without ?room=N in the page URL this side asks the server for a room (GETROOM), shows the invite
+// link and waits; the other side's offer arrives and this side answers it. With ?room=N this side
+// joins the room (ENTERROOM) and creates the offer. Everything else (offer, answer, candidate,
+// CHATMSG) is relayed verbatim by the server to the other party.
+//
+// ?stun=stun:host:port adds a STUN server; by default none is used (host candidates only, which is
+// enough on localhost and a LAN).
+//
+// State for tests and for the curious: window.rtc = { pc, ws, room, state, role }.
+(function () {
+  'use strict';
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    invite: $('invite'),
+    inviteLink: $('invite-link'),
+    inviteAnchor: $('invite-anchor'),
+    copyInvite: $('copy-invite'),
+    wrongroom: $('wrongroom'),
+    wrongroomText: $('wrongroom-text'),
+    error: $('error'),
+    errorText: $('error-text'),
+    localVideo: $('local-video'),
+    remoteVideo: $('remote-video'),
+    unmute: $('unmute'),
+    signalState: $('signal-state'),
+    pcState: $('pc-state'),
+    roomLabel: $('room-label'),
+    chatLog: $('chat-log'),
+    chatForm: $('chat-form'),
+    chatInput: $('chat-input'),
+    chatSend: $('chat-send'),
+  };
+
+  // ---- Page parameters -------------------------------------------------------------------
+  const params = new URLSearchParams(location.search);
+  const roomParam = params.get('room');
+  const stunUrl = params.get('stun');
+  const role = roomParam ? 'guest' : 'host';
+
+  // ---- Shared state (also exposed for tests) ---------------------------------------------
+  const rtc = { pc: null, ws: null, room: null, state: 'connecting', role: role };
+  window.rtc = rtc;
+
+  let remoteStream = null;
+  let pendingCandidates = [];   // remote candidates that arrived before the remote description
+  let work = Promise.resolve(); // offer/answer/candidate handling, one message at a time
+  let mediaReady = Promise.resolve(null); // the local camera stream (or null), once asked for
+
+  const SIGNAL_WORDS = {
+    connecting: 'connecting',
+    waiting: 'waiting for the other party',
+    joining: 'joining the room',
+    'in-call': 'in call',
+    wrongroom: 'room not available',
+    closed: 'disconnected from the server',
+    error: 'error',
+  };
+  const PC_WORDS = {
+    new: 'not connected yet',
+    connecting: 'connecting',
+    connected: 'connected',
+    disconnected: 'interrupted (the other party may have left)',
+    failed: 'failed',
+    closed: 'closed',
+  };
+
+  function setState(state) {
+    rtc.state = state;
+    ui.signalState.textContent = SIGNAL_WORDS[state] || state;
+    const chatOpen = state === 'in-call' || state === 'joining';
+    ui.chatInput.disabled = !chatOpen;
+    ui.chatSend.disabled = !chatOpen;
+  }
+
+  function showPcState() {
+    ui.pcState.textContent = rtc.pc ? (PC_WORDS[rtc.pc.connectionState] || rtc.pc.connectionState) : 'not started';
+  }
+
+  function showError(text) {
+    ui.errorText.textContent = text;
+    ui.error.hidden = false;
+  }
+
+  function logChat(kind, text) {
+    const li = document.createElement('li');
+    li.className = kind;
+    if (kind !== 'system') {
+      const who = document.createElement('span');
+      who.className = 'who';
+      who.textContent = kind === 'me' ? 'You:' : 'Peer:';
+      li.appendChild(who);
+    }
+    li.appendChild(document.createTextNode(text));
+    ui.chatLog.appendChild(li);
+    ui.chatLog.scrollTop = ui.chatLog.scrollHeight;
+  }
+
+  // ---- Signaling -------------------------------------------------------------------------
+  function send(message) {
+    if (rtc.ws && rtc.ws.readyState === WebSocket.OPEN) {
+      rtc.ws.send(JSON.stringify(message));
+      return true;
+    }
+    return false;
+  }
+
+  function signalingUrl() {
+    return (location.protocol === 'https:' ? 'wss:' : 'ws:') + '//' + location.host + '/';
+  }
+
+  function inviteUrl(room) {
+    let url = location.origin + '/?room=' + room;
+    if (stunUrl) url += '&stun=' + encodeURIComponent(stunUrl);
+    return url;
+  }
+
+  function connectSignaling() {
+    const ws = new WebSocket(signalingUrl());
+    rtc.ws = ws;
+
+    ws.onopen = () => {
+      if (role === 'host') {
+        send({ type: 'GETROOM', value: '' });
+      } else {
+        rtc.room = Number(roomParam);
+        ui.roomLabel.textContent = '(room ' + rtc.room + ')';
+        send({ type: 'ENTERROOM', value: rtc.room });
+        setState('joining');
+        // No reply on success: go straight on to the offer (WRONGROOM, if it comes, stops this).
+        enqueue(startCallAsCaller);
+      }
+    };
+
+    ws.onmessage = (event) => {
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch (e) {
+        console.warn('ignoring a non-JSON signaling message', event.data);
+        return;
+      }
+      if (!message || typeof message !== 'object') return;
+      switch (message.type) {
+        case 'GETROOM': onRoom(message.value); break;
+        case 'WRONGROOM': onWrongRoom(); break;
+        case 'CHATMSG': onChat(message.value); break;
+        case 'offer': enqueue(() => onOffer(message)); break;
+        case 'answer': enqueue(() => onAnswer(message)); break;
+        case 'candidate': enqueue(() => onCandidate(message)); break;
+        default: console.info('ignoring signaling message', message);
+      }
+    };
+
+    ws.onerror = () => console.warn('signaling connection error');
+    ws.onclose = () => {
+      if (rtc.state !== 'wrongroom') setState('closed');
+    };
+  }
+
+  function enqueue(task) {
+    work = work.then(task).catch((err) => {
+      console.error(err);
+      showError('Call setup failed: ' + (err && err.message ? err.message : err));
+    });
+  }
+
+  function onRoom(room) {
+    rtc.room = room;
+    const url = inviteUrl(room);
+    ui.inviteLink.value = url;
+    ui.inviteAnchor.href = url;
+    ui.invite.hidden = false;
+    ui.roomLabel.textContent = '(room ' + room + ')';
+    setState('waiting');
+  }
+
+  function onWrongRoom() {
+    setState('wrongroom');
+    ui.wrongroom.hidden = false;
+    ui.invite.hidden = true;
+    closePeerConnection();
+    // No call will happen on this page: let the camera go.
+    mediaReady.then((stream) => {
+      if (stream) stream.getTracks().forEach((track) => track.stop());
+      ui.localVideo.srcObject = null;
+    });
+  }
+
+  function onChat(value) {
+    logChat('peer', typeof value === 'string' ? value : JSON.stringify(value));
+  }
+
+  // ---- The peer connection ---------------------------------------------------------------
+  function createPeerConnection(stream) {
+    const pc = new RTCPeerConnection({ iceServers: stunUrl ? [{ urls: stunUrl }] : [] });
+    rtc.pc = pc;
+
+    pc.onicecandidate = (event) => {
+      if (event.candidate) {
+        send({
+          type: 'candidate',
+          label: event.candidate.sdpMLineIndex,
+          id: event.candidate.sdpMid,
+          candidate: event.candidate.candidate,
+        });
+      }
+    };
+
+    pc.ontrack = (event) => {
+      if (pc !== rtc.pc) return;
+      if (event.streams && event.streams[0]) {
+        remoteStream = event.streams[0];
+      } else {
+        if (!remoteStream) remoteStream = new MediaStream();
+        remoteStream.addTrack(event.track);
+      }
+      if (ui.remoteVideo.srcObject !== remoteStream) {
+        ui.remoteVideo.srcObject = remoteStream;
+        playRemote();
+      }
+    };
+
+    pc.onconnectionstatechange = () => {
+      if (pc === rtc.pc) showPcState();
+    };
+
+    if (stream) {
+      stream.getTracks().forEach((track) => pc.addTrack(track, stream));
+    } else if (role === 'guest') {
+      // No camera here: still receive the other side's audio and video.
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      pc.addTransceiver('video', { direction: 'recvonly' });
+    }
+    showPcState();
+    return pc;
+  }
+
+  function closePeerConnection() {
+    if (rtc.pc) {
+      rtc.pc.close();
+      rtc.pc = null;
+    }
+    pendingCandidates = [];
+    remoteStream = null;
+    ui.remoteVideo.srcObject = null;
+    showPcState();
+  }
+
+  function playRemote() {
+    // Autoplay with sound can be refused before the user touched the page: play muted then,
+    // and offer an "Unmute" button.
+    ui.remoteVideo.play().catch(() => {
+      ui.remoteVideo.muted = true;
+      ui.unmute.hidden = false;
+      return ui.remoteVideo.play();
+    }).catch((err) => console.warn('remote video does not play', err));
+  }
+
+  async function startCallAsCaller() {
+    const stream = await mediaReady;
+    if (rtc.state === 'wrongroom') return;
+    const pc = createPeerConnection(stream);
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    if (rtc.state === 'wrongroom') return;
+    send({ type: 'offer', sdp: pc.localDescription.sdp });
+  }
+
+  async function onOffer(message) {
+    if (rtc.pc && rtc.pc.remoteDescription) {
+      // A new party entered the room after the previous one left: start over.
+      closePeerConnection();
+      logChat('system', 'A new party joined the call.');
+    }
+    const stream = await mediaReady;
+    const pc = rtc.pc || createPeerConnection(stream);
+    await pc.setRemoteDescription({ type: 'offer', sdp: message.sdp });
+    await addPendingCandidates(pc);
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    send({ type: 'answer', sdp: pc.localDescription.sdp });
+    ui.invite.hidden = true;
+    setState('in-call');
+  }
+
+  async function onAnswer(message) {
+    const pc = rtc.pc;
+    if (!pc || pc.signalingState !== 'have-local-offer') {
+      console.warn('ignoring an answer that was not asked for');
+      return;
+    }
+    await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
+    await addPendingCandidates(pc);
+    setState('in-call');
+  }
+
+  async function onCandidate(message) {
+    const init = { candidate: message.candidate, sdpMLineIndex: message.label };
+    if (typeof message.id === 'string') init.sdpMid = message.id;
+    const pc = rtc.pc;
+    if (!pc || !pc.remoteDescription) {
+      pendingCandidates.push(init);
+      return;
+    }
+    await addCandidate(pc, init);
+  }
+
+  async function addPendingCandidates(pc) {
+    const queued = pendingCandidates;
+    pendingCandidates = [];
+    for (const init of queued) await addCandidate(pc, init);
+  }
+
+  async function addCandidate(pc, init) {
+    try {
+      await pc.addIceCandidate(init);
+    } catch (err) {
+      console.warn('could not add a remote candidate', init, err);
+    }
+  }
+
+  // ---- Local media -----------------------------------------------------------------------
+  async function getLocalMedia() {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      showError('This browser cannot use the camera here (a camera needs https or localhost). You can still see the other party.');
+      return null;
+    }
+    const tries = [{ video: true, audio: true }, { video: true }, { audio: true }];
+    let lastError = null;
+    for (const constraints of tries) {
+      try {
+        return await navigator.mediaDevices.getUserMedia(constraints);
+      } catch (err) {
+        lastError = err;
+        if (err && err.name === 'NotAllowedError') break;
+      }
+    }
+    showError('No camera or microphone: ' + (lastError && lastError.message ? lastError.message : lastError) +
+      '. You can still see the other party.');
+    return null;
+  }
+
+  // ---- Chat ------------------------------------------------------------------------------
+  ui.chatForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const text = ui.chatInput.value.trim();
+    if (!text) return;
+    if (send({ type: 'CHATMSG', value: text })) {
+      logChat('me', text);
+      ui.chatInput.value = '';
+    } else {
+      logChat('system', 'Not sent: the signaling connection is closed.');
+    }
+  });
+
+  // ---- Invite box ------------------------------------------------------------------------
+  ui.copyInvite.addEventListener('click', async () => {
+    const text = ui.inviteLink.value;
+    try {
+      await navigator.clipboard.writeText(text);
+    } catch (e) {
+      ui.inviteLink.select();
+      document.execCommand('copy');
+    }
+    ui.copyInvite.textContent = 'Copied';
+    setTimeout(() => { ui.copyInvite.textContent = 'Copy'; }, 1500);
+  });
+  ui.inviteLink.addEventListener('focus', () => ui.inviteLink.select());
+
+  ui.unmute.addEventListener('click', () => {
+    ui.remoteVideo.muted = false;
+    ui.unmute.hidden = true;
+    ui.remoteVideo.play().catch(() => {});
+  });
+
+  // ---- Start -----------------------------------------------------------------------------
+  setState('connecting');
+  showPcState();
+
+  if (roomParam !== null && roomParam !== '' && !/^[0-9]{1,15}$/.test(roomParam)) {
+    ui.wrongroomText.textContent = '"' + roomParam + '" is not a room number.';
+    onWrongRoom();
+    return;
+  }
+  if (location.protocol !== 'http:' && location.protocol !== 'https:') {
+    showError('Open this page through the server (http://<host>:30000/), not from a file.');
+    setState('error');
+    return;
+  }
+
+  mediaReady = getLocalMedia().then((stream) => {
+    if (stream) ui.localVideo.srcObject = stream;
+    return stream;
+  });
+  connectSignaling();
+})();

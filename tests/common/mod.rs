@@ -1,0 +1,240 @@
+//! Test harness: an in-process server on 127.0.0.1:0 and real WebSocket clients.
+#![allow(dead_code)]
+use async_net::TcpStream;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::CloseFrame;
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::WebSocketStream;
+use futures_lite::StreamExt;
+use rtcserver::{Config, Event, ServerHandle};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Every wait in the tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Runs a test body with an overall bound, so a hang fails instead of blocking CI.
+pub fn run<F: Future<Output = ()>>(body: F) {
+    futures_lite::future::block_on(within(Duration::from_secs(120), "the test", body))
+}
+
+pub async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = T>) -> T {
+    futures_lite::future::or(async { Some(f.await) }, async {
+        async_io::Timer::after(limit).await;
+        None
+    })
+    .await
+    .unwrap_or_else(|| panic!("{what} did not finish within {limit:?}"))
+}
+
+pub struct TestServer {
+    pub handle: ServerHandle,
+    pub events: async_channel::Receiver<Event>,
+}
+
+pub fn server() -> TestServer {
+    server_with(|_| {})
+}
+
+pub fn server_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    let mut config = Config::ephemeral();
+    tweak(&mut config);
+    let handle = rtcserver::start(config).expect("server starts");
+    let events = handle.events();
+    TestServer { handle, events }
+}
+
+impl TestServer {
+    pub fn addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(self.addr(), "/").await
+    }
+
+    /// Waits for the first event matching `want`.
+    pub async fn event(&self, what: &str, want: impl Fn(&Event) -> bool) -> Event {
+        within(WAIT, what, async {
+            loop {
+                match self.events.recv().await {
+                    Ok(e) if want(&e) => return e,
+                    Ok(_) => {}
+                    Err(_) => panic!("event stream ended while waiting for {what}"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// The leak check every test ends with: nothing is left once the clients are gone.
+    pub async fn assert_clean(&self) {
+        within(WAIT, "the server to become idle", self.handle.until_idle()).await;
+        let stats = self.handle.stats();
+        assert_eq!(
+            (stats.peers, stats.rooms, stats.registrations),
+            (0, 0, 0),
+            "{stats:?}"
+        );
+        for child in self.handle.tree().children {
+            assert!(
+                child.children.is_empty(),
+                "{} still has children: {:?}",
+                child.id,
+                child.children
+            );
+        }
+    }
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<TcpStream>,
+    pub local: SocketAddr,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, path: &str) -> Client {
+        Self::connect_with(addr, path, &[]).await
+    }
+
+    pub async fn connect_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Client {
+        let tcp = TcpStream::connect(addr).await.expect("tcp connect");
+        let local = tcp.local_addr().expect("local addr");
+        let mut request =
+            async_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                format!("ws://{addr}{path}"),
+            )
+            .expect("request");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                async_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .expect("header name"),
+                value.parse().expect("header value"),
+            );
+        }
+        let (ws, _) = within(
+            WAIT,
+            "the handshake",
+            async_tungstenite::client_async(request, tcp),
+        )
+        .await
+        .expect("handshake");
+        Client { ws, local }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    /// The next frame that is not a ping/pong.
+    pub async fn recv(&mut self) -> Message {
+        within(WAIT, "a message", async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => {}
+                    Some(Ok(m)) => return m,
+                    other => panic!("connection ended while waiting for a message: {other:?}"),
+                }
+            }
+        })
+        .await
+    }
+
+    pub async fn recv_text(&mut self) -> String {
+        match self.recv().await {
+            Message::Text(t) => t.as_str().to_owned(),
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    /// Reads until the server's close frame; returns its code.
+    pub async fn expect_close(&mut self) -> CloseCode {
+        within(WAIT, "a close frame", async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => return code,
+                    Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
+                    Some(Ok(_)) => {}
+                    other => panic!("connection ended without a close frame: {other:?}"),
+                }
+            }
+        })
+        .await
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        // Drain until the server's side is done, so its cleanup has started.
+        let _ = within(WAIT, "the close handshake", async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+
+    pub async fn get_room(&mut self) -> u32 {
+        self.send(r#"{"type":"GETROOM","value":""}"#).await;
+        let reply = self.recv_text().await;
+        let n: u32 = reply
+            .strip_prefix(r#"{"type":"GETROOM","value":"#)
+            .and_then(|r| r.strip_suffix('}'))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not a GETROOM reply: {reply}"));
+        n
+    }
+
+    /// ENTERROOM, which has no answer on success: a relay the other side must receive proves it.
+    pub async fn enter(&mut self, room: u32, creator: &mut Client) {
+        self.send(&format!(r#"{{"type":"ENTERROOM","value":{room}}}"#))
+            .await;
+        let probe = format!(r#"{{"type":"probe","from":"{}"}}"#, self.local);
+        self.send(&probe).await;
+        assert_eq!(
+            creator.recv_text().await,
+            probe,
+            "the joiner's first relay reaches the creator"
+        );
+    }
+
+    /// Expects WRONGROOM in answer to ENTERROOM `value`.
+    pub async fn enter_refused(&mut self, value: &str) {
+        self.send(&format!(r#"{{"type":"ENTERROOM","value":{value}}}"#))
+            .await;
+        assert_eq!(
+            self.recv_text().await,
+            r#"{"type":"WRONGROOM"}"#,
+            "ENTERROOM {value}"
+        );
+    }
+}
+
+/// Two clients joined in one room.
+pub async fn pair(server: &TestServer) -> (Client, Client, u32) {
+    let mut a = server.client().await;
+    let mut b = server.client().await;
+    let room = a.get_room().await;
+    b.enter(room, &mut a).await;
+    (a, b, room)
+}
+
+/// The server-side id of a client, from the Connected event that names its address.
+pub async fn peer_id_of(server: &TestServer, client: &Client) -> u64 {
+    let want = client.local.to_string();
+    let peers = server.handle.peers();
+    if let Some(p) = peers
+        .iter()
+        .find(|p| p.client.as_deref() == Some(want.as_str()))
+    {
+        return p.id;
+    }
+    match server
+        .event(
+            "the client's Connected event",
+            |e| matches!(e, Event::Connected { client, .. } if *client == want),
+        )
+        .await
+    {
+        Event::Connected { peer, .. } => peer,
+        _ => unreachable!(),
+    }
+}

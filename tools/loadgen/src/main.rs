@@ -1,0 +1,119 @@
+//! `loadgen`: drives a running signaling server on this machine and prints one JSON line of results.
+#![forbid(unsafe_code)]
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+
+use loadgen::adapter::book::Book;
+use loadgen::adapter::{Adapter, AdapterKind};
+use loadgen::target::{self, Target};
+use loadgen::workload::{hold, rate, relay, setup, Env};
+use loadgen::{limits, report};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Load generator for WebRTC signaling servers (loopback only)"
+)]
+struct Cli {
+    /// The server's WebSocket endpoint; must be on loopback (127.0.0.0/8).
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:30000/")]
+    url: String,
+    /// The signaling protocol the server speaks.
+    #[arg(long, global = true, value_enum, default_value_t = AdapterKind::Book)]
+    adapter: AdapterKind,
+    /// Local loopback addresses to connect from, round-robin (each gives ~28k more connections).
+    #[arg(long, global = true, value_delimiter = ',')]
+    source_addrs: Vec<IpAddr>,
+    /// Hard limit on the whole run, in seconds, whatever the workload's own bounds.
+    #[arg(long, global = true, default_value_t = 900)]
+    time_limit: u64,
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Debug, Subcommand)]
+enum Workload {
+    /// Open many pairs, hold them idle: RSS per connection, idle CPU, pairs/s, RSS after close.
+    Hold(hold::HoldArgs),
+    /// Closed-loop ping-pong of SDP-sized messages: msgs/s and round-trip latency.
+    Relay(relay::RelayArgs),
+    /// Full call setups back to back: setups/s and setup latency.
+    Setup(setup::SetupArgs),
+    /// Open-loop relay at a fixed rate: latency from the intended send time.
+    Rate(rate::RateArgs),
+}
+
+impl Workload {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Hold(_) => "hold",
+            Self::Relay(_) => "relay",
+            Self::Setup(_) => "setup",
+            Self::Rate(_) => "rate",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&cli, &anyhow!(e).context("starting the tokio runtime")),
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok((result, summary)) => {
+            report::emit(&result, &summary);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&cli, &e),
+    }
+}
+
+/// Errors are reported like results, as one JSON line, so a script driving many runs can keep parsing.
+fn fail(cli: &Cli, e: &anyhow::Error) -> ExitCode {
+    eprintln!("loadgen: error: {e:#}");
+    println!(
+        "{}",
+        json!({"workload": cli.workload.name(), "adapter": cli.adapter.name(), "error": format!("{e:#}")})
+    );
+    ExitCode::FAILURE
+}
+
+async fn run(cli: &Cli) -> Result<(Value, String)> {
+    let target = Target::parse(&cli.url)?;
+    let sources: Arc<[IpAddr]> = target::parse_sources(&cli.source_addrs, &target)?.into();
+    // Raised up front for every workload; `hold` checks again against the count it needs.
+    limits::raise_nofile(0);
+    let adapter = match cli.adapter {
+        AdapterKind::Book => Book::new(target),
+        other => return Err(other.not_implemented()),
+    };
+    let env = Env {
+        adapter: Arc::new(adapter),
+        sources,
+    };
+    let limit = Duration::from_secs(cli.time_limit);
+    tokio::time::timeout(limit, run_workload(&env, &cli.workload))
+        .await
+        .map_err(|_| anyhow!("run stopped by --time-limit after {limit:?}"))?
+}
+
+async fn run_workload<A: Adapter>(env: &Env<A>, workload: &Workload) -> Result<(Value, String)> {
+    match workload {
+        Workload::Hold(args) => hold::run(env, args).await,
+        Workload::Relay(args) => relay::run(env, args).await,
+        Workload::Setup(args) => setup::run(env, args).await,
+        Workload::Rate(args) => rate::run(env, args).await,
+    }
+}
