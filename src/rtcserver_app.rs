@@ -496,6 +496,10 @@ impl ServerHandle {
     /// no registration, no room. Tests end with it (the leak check).
     pub async fn until_idle(&self) {
         let s = &self.shared;
+        if s.torn_down.load(Ordering::Acquire) {
+            // The tree is gone; the teardown drains what its processes left.
+            return s.until_torn_down().await;
+        }
         s.peers.until_empty().await;
         // Every DOWN was queued before its peer left the table; the barrier waits for them.
         s.registry.sync().await;

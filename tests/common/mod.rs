@@ -238,3 +238,78 @@ pub async fn peer_id_of(server: &TestServer, client: &Client) -> u64 {
         _ => unreachable!(),
     }
 }
+
+/// Raw HTTP: writes `request`, returns everything the server sent until it closed.
+pub async fn raw_http(addr: SocketAddr, request: &str) -> String {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await.expect("tcp connect");
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    within(
+        WAIT,
+        "the server to answer and close",
+        tcp.read_to_end(&mut out),
+    )
+    .await
+    .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub const UPGRADE_HEADERS: &str =
+    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+
+/// A WebSocket opened by hand, to send what a library would refuse to.
+pub async fn raw_ws(addr: SocketAddr) -> TcpStream {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await.expect("tcp connect");
+    tcp.write_all(format!("GET / HTTP/1.1\r\nHost: x\r\n{UPGRADE_HEADERS}\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        within(WAIT, "the 101", tcp.read_exact(&mut byte))
+            .await
+            .expect("read");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tcp
+}
+
+/// A final frame; `mask` false makes it a protocol violation from a client.
+pub fn frame(opcode: u8, payload: &[u8], mask: bool) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut f = vec![
+        0x80 | opcode,
+        payload.len() as u8 | if mask { 0x80 } else { 0 },
+    ];
+    if mask {
+        f.extend_from_slice(&[0, 0, 0, 0]); // a zero key leaves the payload as is
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reads server frames until a close frame; returns its code.
+pub async fn raw_close_code(tcp: &mut TcpStream) -> u16 {
+    use futures_lite::AsyncReadExt;
+    within(WAIT, "a close frame", async {
+        loop {
+            let mut head = [0u8; 2];
+            tcp.read_exact(&mut head).await.expect("frame head");
+            let len = (head[1] & 0x7f) as usize;
+            assert!(len < 126, "server frames here are small");
+            let mut payload = vec![0u8; len];
+            tcp.read_exact(&mut payload).await.expect("payload");
+            if head[0] & 0x0f == 0x8 {
+                return u16::from_be_bytes([payload[0], payload[1]]);
+            }
+        }
+    })
+    .await
+}

@@ -1,0 +1,191 @@
+//! The contract's bad-input table: each answer, and that nobody else is affected.
+mod common;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use common::*;
+use futures_lite::AsyncWriteExt;
+
+/// `bad` is sent by `a` of a pair; `a` must get `code`, `b` must live on and its room be joinable.
+async fn closes_only_the_sender(s: &TestServer, bad: &str, code: CloseCode) {
+    let (mut a, mut b, room) = pair(s).await;
+    let a_id = peer_id_of(s, &a).await;
+    a.send(bad).await;
+    assert_eq!(a.expect_close().await, code, "{bad:.40}");
+    s.event(
+        "a leaves its room",
+        |e| matches!(e, rtcserver::Event::Left { peer, .. } if *peer == a_id),
+    )
+    .await;
+    let mut c = s.client().await;
+    c.enter(room, &mut b).await;
+    b.send(r#"{"type":"still-here"}"#).await;
+    assert_eq!(c.recv_text().await, r#"{"type":"still-here"}"#);
+    b.close().await;
+    c.close().await;
+}
+
+#[test]
+fn text_that_is_not_json_closes_with_1007() {
+    run(async {
+        let s = server();
+        for bad in ["not json", "{", r#"{"type":"offer""#, "{'a':1}"] {
+            closes_only_the_sender(&s, bad, CloseCode::Invalid).await;
+        }
+        assert!(s.handle.stats().bad_input_closes >= 4);
+        s.assert_clean().await;
+    });
+}
+
+#[test]
+fn json_that_is_not_an_object_closes_with_1007() {
+    run(async {
+        let s = server();
+        for bad in ["[]", r#"["type","GETROOM"]"#, "42", "null", r#""GETROOM""#] {
+            closes_only_the_sender(&s, bad, CloseCode::Invalid).await;
+        }
+        s.assert_clean().await;
+    });
+}
+
+#[test]
+fn a_message_over_the_limit_closes_with_1009_and_one_at_it_is_relayed() {
+    run(async {
+        let s = server_with(|c| c.max_message_bytes = 1024);
+        let body = |len: usize| format!(r#"{{"type":"x","p":"{}"}}"#, "a".repeat(len - 19));
+        assert_eq!(body(1024).len(), 1024);
+        let (mut a, mut b, _) = pair(&s).await;
+        a.send(&body(1024)).await;
+        assert_eq!(b.recv_text().await, body(1024));
+        a.close().await;
+        b.close().await;
+        closes_only_the_sender(&s, &body(1025), CloseCode::Size).await;
+        s.assert_clean().await;
+    });
+}
+
+#[test]
+fn invalid_utf8_closes_with_1007() {
+    run(async {
+        let s = server();
+        let mut raw = raw_ws(s.addr()).await;
+        raw.write_all(&frame(0x1, b"{\"a\":\"\xff\xfe\"}", true))
+            .await
+            .unwrap();
+        assert_eq!(raw_close_code(&mut raw).await, 1007);
+        s.assert_clean().await;
+    });
+}
+
+#[test]
+fn an_unmasked_client_frame_is_a_protocol_error_1002() {
+    run(async {
+        let s = server();
+        let (mut a, mut b, _) = pair(&s).await;
+        let mut raw = raw_ws(s.addr()).await;
+        raw.write_all(&frame(0x1, b"{}", false)).await.unwrap();
+        assert_eq!(raw_close_code(&mut raw).await, 1002);
+        a.send(r#"{"type":"unaffected"}"#).await;
+        assert_eq!(b.recv_text().await, r#"{"type":"unaffected"}"#);
+        a.close().await;
+        b.close().await;
+        s.assert_clean().await;
+    });
+}
+
+#[test]
+fn an_upgrade_at_another_path_is_404_without_upgrade() {
+    run(async {
+        let s = server();
+        let answer = raw_http(
+            s.addr(),
+            &format!("GET /elsewhere HTTP/1.1\r\nHost: x\r\n{UPGRADE_HEADERS}\r\n"),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 404 "), "{answer}");
+        s.assert_clean().await;
+    });
+}
+
+#[test]
+fn bad_upgrades_are_400() {
+    run(async {
+        let s = server();
+        let no_key = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let old_version = UPGRADE_HEADERS.replace("Version: 13", "Version: 8");
+        for request in [
+            no_key.to_owned(),
+            format!("GET / HTTP/1.1\r\nHost: x\r\n{old_version}\r\n"),
+        ] {
+            let answer = raw_http(s.addr(), &request).await;
+            assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+            assert!(answer.contains("Sec-WebSocket-Version: 13\r\n"));
+        }
+        assert!(raw_http(s.addr(), "NONSENSE\r\n\r\n")
+            .await
+            .starts_with("HTTP/1.1 400 "));
+        s.assert_clean().await;
+    });
+}
+
+#[test]
+fn a_connection_silent_past_the_handshake_timeout_is_closed() {
+    run(async {
+        let s = server_with(|c| c.handshake_timeout = std::time::Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        assert_eq!(
+            raw_http(s.addr(), "GET / HTTP/1.1\r\n").await,
+            "",
+            "closed without an answer"
+        );
+        assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+        s.assert_clean().await;
+    });
+}
+
+#[test]
+fn plain_gets_serve_the_demo_page_and_nothing_else() {
+    run(async {
+        let s = server();
+        let page = raw_http(s.addr(), "GET /?room=12 HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page:.80}");
+        assert!(page.contains("Content-Type: text/html"));
+        assert!(page.contains("<html") || page.contains("<!doctype") || page.contains("<!DOCTYPE"));
+        let missing = raw_http(s.addr(), "GET /static/../Cargo.toml HTTP/1.1\r\n\r\n").await;
+        assert!(missing.starts_with("HTTP/1.1 404 "), "{missing:.80}");
+        s.assert_clean().await;
+    });
+}
+
+#[test]
+fn when_every_room_number_is_taken_getroom_closes_with_1013() {
+    run(async {
+        let s = server_with(|c| c.max_room_number = 3);
+        let mut holders = Vec::new();
+        let mut numbers = Vec::new();
+        for _ in 0..3 {
+            let mut c = s.client().await;
+            numbers.push(c.get_room().await);
+            holders.push(c);
+        }
+        numbers.sort_unstable();
+        assert_eq!(numbers, [1, 2, 3]);
+        let mut late = s.client().await;
+        late.send(r#"{"type":"GETROOM","value":""}"#).await;
+        assert_eq!(late.expect_close().await, CloseCode::Again);
+        // a number frees up when its room empties
+        let freed = holders.remove(0);
+        freed.close().await;
+        within(WAIT, "the freed room to stop", async {
+            while s.handle.stats().rooms == 3 {
+                s.events.recv().await.expect("events");
+            }
+        })
+        .await;
+        let mut again = s.client().await;
+        again.get_room().await;
+        holders.push(again);
+        for c in holders {
+            c.close().await;
+        }
+        s.assert_clean().await;
+    });
+}

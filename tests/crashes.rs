@@ -1,0 +1,262 @@
+//! Faults injected through `ServerHandle::crash`, and what must hold after each (design.md).
+mod common;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use common::*;
+use rtcserver::{CrashTarget, Event, RoomKey};
+use supervisors::{Exit, SupervisorEvent};
+
+fn restarted(child_id: &str) -> impl Fn(&Event) -> bool + '_ {
+    move |e| matches!(e, Event::Supervision(SupervisorEvent::Restarted { child, .. }) if child == child_id)
+}
+
+fn child_restarts(s: &TestServer, path: &[&str]) -> u32 {
+    let mut node = s.handle.tree();
+    for id in path {
+        node = node
+            .children
+            .into_iter()
+            .find(|c| c.id == *id)
+            .unwrap_or_else(|| panic!("no {id} in the tree"));
+    }
+    node.restarts
+}
+
+#[test]
+fn a_crashed_peer_closes_its_connection_with_1011_and_nothing_else() {
+    run(async {
+        let s = server();
+        let (mut a, mut b, room) = pair(&s).await;
+        let (mut c, mut d, _) = pair(&s).await;
+        let a_id = peer_id_of(&s, &a).await;
+        s.handle.crash(&CrashTarget::Peer(a_id)).unwrap();
+        assert_eq!(a.expect_close().await, CloseCode::Error);
+        s.event("the crash reported by peers_sup", |e| {
+            matches!(e, Event::Supervision(SupervisorEvent::Exited { child, exit: Exit::Panic(_), restarting: false, .. })
+                if *child == format!("peer:{a_id}"))
+        })
+        .await;
+        s.event(
+            "a forgotten by the registry",
+            |e| matches!(e, Event::Left { peer, .. } if *peer == a_id),
+        )
+        .await;
+        // b is still connected, alone in its room, which a newcomer may join
+        let mut e = s.client().await;
+        e.enter(room, &mut b).await;
+        b.send(r#"{"type":"offer"}"#).await;
+        assert_eq!(e.recv_text().await, r#"{"type":"offer"}"#);
+        // the other room never noticed
+        c.send(r#"{"type":"answer"}"#).await;
+        assert_eq!(d.recv_text().await, r#"{"type":"answer"}"#);
+        for client in [b, c, d, e] {
+            client.close().await;
+        }
+        s.assert_clean().await;
+    });
+}
+
+#[test]
+fn a_crashed_room_restarts_and_its_members_lose_nothing() {
+    run(async {
+        let s = server();
+        let (mut a, mut b, room) = pair(&s).await;
+        const N: usize = 3000;
+        let send = async {
+            for i in 0..N {
+                if i == N / 3 {
+                    s.handle
+                        .crash(&CrashTarget::Room(RoomKey::Book(room)))
+                        .unwrap();
+                }
+                a.send(&format!(r#"{{"type":"candidate","seq":{i}}}"#))
+                    .await;
+            }
+        };
+        let receive = async {
+            for i in 0..N {
+                assert_eq!(
+                    b.recv_text().await,
+                    format!(r#"{{"type":"candidate","seq":{i}}}"#)
+                );
+            }
+        };
+        futures_lite::future::zip(send, receive).await;
+        s.event("the room restarted", restarted(&format!("room:{room}")))
+            .await;
+        assert_eq!(
+            child_restarts(&s, &["rooms_sup", &format!("room:{room}")]),
+            1
+        );
+        // membership survived: the room is still full, and still relays both ways
+        let mut c = s.client().await;
+        c.enter_refused(&room.to_string()).await;
+        b.send(r#"{"type":"back"}"#).await;
+        assert_eq!(a.recv_text().await, r#"{"type":"back"}"#);
+        for client in [a, b, c] {
+            client.close().await;
+        }
+        s.assert_clean().await;
+    });
+}
+
+#[test]
+fn a_crashed_listener_restarts_and_open_connections_live_on() {
+    run(async {
+        let s = server();
+        let (mut a, mut b, _) = pair(&s).await;
+        s.handle.crash(&CrashTarget::Listener).unwrap();
+        s.event("the listener restarted", restarted("listener"))
+            .await;
+        let mut c = s.client().await;
+        c.get_room().await;
+        a.send(r#"{"type":"still"}"#).await;
+        assert_eq!(b.recv_text().await, r#"{"type":"still"}"#);
+        assert_eq!(child_restarts(&s, &["listener"]), 1);
+        for client in [a, b, c] {
+            client.close().await;
+        }
+        s.assert_clean().await;
+    });
+}
+
+#[test]
+fn a_crashed_registry_restarts_with_its_table_intact() {
+    run(async {
+        let s = server();
+        let (mut a, mut b, room) = pair(&s).await;
+        s.handle.crash(&CrashTarget::Registry).unwrap();
+        s.event("the registry restarted", restarted("registry"))
+            .await;
+        assert_eq!(s.handle.room_members(&RoomKey::Book(room)).len(), 2);
+        a.send(r#"{"type":"still"}"#).await;
+        assert_eq!(b.recv_text().await, r#"{"type":"still"}"#);
+        // the restarted registry still cleans up after the dead
+        a.close().await;
+        b.close().await;
+        s.assert_clean().await;
+    });
+}
+
+#[test]
+fn six_room_crashes_in_ten_seconds_escalate_to_rooms_sup_and_the_room_is_rebuilt() {
+    run(async {
+        let s = server();
+        let (mut a, mut b, room) = pair(&s).await;
+        for _ in 0..6 {
+            s.handle
+                .crash(&CrashTarget::Room(RoomKey::Book(room)))
+                .unwrap();
+        }
+        s.event("rooms_sup gives up", |e| {
+            matches!(e, Event::Supervision(SupervisorEvent::Escalated { supervisor, .. }) if supervisor == "rooms_sup")
+        })
+        .await;
+        s.event("rtcserver_sup restarts rooms_sup", restarted("rooms_sup"))
+            .await;
+        s.event(
+            "the room rebuilt from the registry",
+            |e| matches!(e, Event::RoomStarted { room: RoomKey::Book(n) } if *n == room),
+        )
+        .await;
+        assert_eq!(child_restarts(&s, &["rooms_sup"]), 1);
+        assert_eq!(
+            s.handle
+                .tree()
+                .children
+                .iter()
+                .map(|c| c.restarts)
+                .sum::<u32>(),
+            1,
+            "one restart at the root"
+        );
+        let mut c = s.client().await;
+        c.enter_refused(&room.to_string()).await;
+        a.send(r#"{"type":"survived"}"#).await;
+        assert_eq!(b.recv_text().await, r#"{"type":"survived"}"#);
+        for client in [a, b, c] {
+            client.close().await;
+        }
+        s.assert_clean().await;
+    });
+}
+
+#[test]
+fn six_listener_crashes_escalate_at_the_root_and_the_server_stops_with_an_error() {
+    run(async {
+        let s = server();
+        let (mut a, mut b, _) = pair(&s).await;
+        for _ in 0..6 {
+            s.handle.crash(&CrashTarget::Listener).unwrap();
+        }
+        let escalation = within(WAIT, "the server to stop", s.handle.wait())
+            .await
+            .unwrap_err();
+        assert_eq!(escalation.supervisor, "rtcserver_sup");
+        assert!(escalation.reason.contains("listener"), "{escalation}");
+        assert_eq!(a.expect_close().await, CloseCode::Error);
+        assert_eq!(b.expect_close().await, CloseCode::Error);
+        assert_eq!(
+            s.handle.crash(&CrashTarget::Listener),
+            Err(rtcserver::CrashError::Stopped)
+        );
+        s.assert_clean().await;
+    });
+}
+
+#[test]
+fn crashing_the_root_stops_the_server_with_an_error() {
+    run(async {
+        let s = server();
+        let mut a = s.client().await;
+        a.get_room().await;
+        s.handle.crash(&CrashTarget::Root).unwrap();
+        assert!(within(WAIT, "the server to stop", s.handle.wait())
+            .await
+            .is_err());
+        assert_eq!(a.expect_close().await, CloseCode::Error);
+        s.assert_clean().await;
+    });
+}
+
+#[test]
+fn an_orderly_shutdown_closes_every_connection_with_1001() {
+    run(async {
+        let s = server();
+        let (mut a, mut b, _) = pair(&s).await;
+        let mut c = s.client().await;
+        let (_, codes) = futures_lite::future::zip(s.handle.shutdown(), async {
+            [
+                a.expect_close().await,
+                b.expect_close().await,
+                c.expect_close().await,
+            ]
+        })
+        .await;
+        assert_eq!(codes, [CloseCode::Away; 3]);
+        assert_eq!(within(WAIT, "wait", s.handle.wait()).await, Ok(()));
+        s.assert_clean().await;
+        assert!(
+            async_net::TcpStream::connect(s.addr()).await.is_err(),
+            "the port is closed"
+        );
+    });
+}
+
+#[test]
+fn unknown_targets_are_refused_with_a_reason() {
+    let s = server();
+    assert!("nothing".parse::<CrashTarget>().is_err());
+    assert_eq!(
+        "room:12".parse::<CrashTarget>(),
+        Ok(CrashTarget::Room(RoomKey::Book(12)))
+    );
+    assert_eq!("peer:3".parse::<CrashTarget>(), Ok(CrashTarget::Peer(3)));
+    assert_eq!(
+        s.handle.crash(&CrashTarget::Room(RoomKey::Book(5))),
+        Err(rtcserver::CrashError::NoSuchRoom(RoomKey::Book(5)))
+    );
+    assert_eq!(
+        s.handle.crash(&CrashTarget::Peer(99)),
+        Err(rtcserver::CrashError::NoSuchPeer(99))
+    );
+}
