@@ -1,0 +1,492 @@
+#!/usr/bin/env node
+// Two-browser call test of the rtcserver demo page.
+//
+//   node tests/browser/call.mjs --base http://127.0.0.1:30000 --out DIR
+//   node tests/browser/call.mjs --server-bin target/release/rtcserver --out DIR
+//
+// Starts two separate headless Chromium processes (fresh profiles, fake camera and microphone),
+// opens the demo page in A, follows A's invite link in B, and checks that the call connects, both
+// remote videos show the moving fake-camera picture, chat lines go both ways, and a third page that
+// follows the same invite gets "This room does not exist or is full". Saves A.png and B.png (and the
+// remote video crops, console logs) into --out. Ends with one line "N passed, M failed"; exits 1 on
+// any failure.
+//
+// Options:
+//   --base URL          the server to test (default http://127.0.0.1:30000)
+//   --server-bin PATH   start this rtcserver binary on a free 127.0.0.1 port (overrides --base)
+//   --static-dir DIR    the static dir given to --server-bin (default <repo>/static)
+//   --out DIR           where screenshots and logs go (default: a fresh temp dir)
+//   --chromium PATH     the browser (default $CHROMIUM or /usr/bin/chromium)
+//   --timeout MS        how long the call may take to connect (default 30000)
+
+import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, '..', '..');
+const started = Date.now();
+
+// ---- Options -------------------------------------------------------------------------------
+function parseArgs(argv) {
+  const opts = {
+    base: 'http://127.0.0.1:30000',
+    out: null,
+    serverBin: null,
+    staticDir: path.join(REPO, 'static'),
+    chromium: process.env.CHROMIUM || '/usr/bin/chromium',
+    timeout: 30000,
+  };
+  const names = { '--base': 'base', '--out': 'out', '--server-bin': 'serverBin', '--static-dir': 'staticDir',
+    '--chromium': 'chromium', '--timeout': 'timeout' };
+  for (let i = 0; i < argv.length; i++) {
+    let [name, value] = argv[i].split(/=(.*)/s, 2);
+    if (name === '--help' || name === '-h') {
+      console.log(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n')
+        .slice(1, 21).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+      process.exit(0);
+    }
+    if (!(name in names)) die(`unknown option ${name} (try --help)`);
+    if (value === undefined) value = argv[++i];
+    if (value === undefined) die(`${name} needs a value`);
+    opts[names[name]] = value;
+  }
+  opts.timeout = Number(opts.timeout);
+  opts.base = opts.base.replace(/\/+$/, '');
+  return opts;
+}
+
+function die(message) {
+  console.error(`call.mjs: ${message}`);
+  console.log('0 passed, 1 failed');
+  process.exit(2);
+}
+
+const opts = parseArgs(process.argv.slice(2));
+const outDir = opts.out ? path.resolve(opts.out) : fs.mkdtempSync(path.join(os.tmpdir(), 'rtc-call-'));
+fs.mkdirSync(outDir, { recursive: true });
+
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-gpu',
+  '--disable-quic',
+];
+
+// ---- Results -------------------------------------------------------------------------------
+const results = [];
+
+function record(name, ok, detail) {
+  results.push({ name, ok, detail });
+  const secs = ((Date.now() - started) / 1000).toFixed(1);
+  console.log(`${ok ? 'ok  ' : 'FAIL'} [${secs.padStart(5)}s] ${name}${detail ? ` — ${detail}` : ''}`);
+  return ok;
+}
+
+async function check(name, fn) {
+  try {
+    const detail = await fn();
+    return record(name, true, typeof detail === 'string' ? detail : '');
+  } catch (err) {
+    return record(name, false, String(err && err.message ? err.message : err).split('\n')[0]);
+  }
+}
+
+function skip(name, because) {
+  return record(name, false, `not run: ${because}`);
+}
+
+function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+// ---- Server (optional) ---------------------------------------------------------------------
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function portAccepts(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: '127.0.0.1', port });
+    sock.once('connect', () => { sock.destroy(); resolve(true); });
+    sock.once('error', () => { sock.destroy(); resolve(false); });
+  });
+}
+
+let server = null;
+
+async function startServer() {
+  const port = await freePort();
+  const logPath = path.join(outDir, 'server.log');
+  const log = fs.openSync(logPath, 'w');
+  const args = ['--bind', '127.0.0.1', '--port', String(port), '--static-dir', path.resolve(opts.staticDir)];
+  console.log(`starting ${opts.serverBin} ${args.join(' ')} (log: ${logPath})`);
+  server = spawn(opts.serverBin, args, { stdio: ['ignore', log, log], env: { RUST_LOG: 'info', ...process.env } });
+  let exited = null;
+  server.once('exit', (code, signal) => { exited = `exited with ${signal || code}`; });
+  server.once('error', (err) => { exited = `could not start: ${err.message}`; });
+  const deadline = Date.now() + 15000;
+  while (Date.now() < deadline) {
+    if (exited) throw new Error(`the server ${exited} (see ${logPath})`);
+    if (await portAccepts(port)) return `http://127.0.0.1:${port}`;
+    await sleep(100);
+  }
+  throw new Error(`the server did not accept connections on port ${port} within 15 s`);
+}
+
+async function stopServer() {
+  if (!server || server.exitCode !== null || server.signalCode !== null) return;
+  const gone = new Promise((resolve) => server.once('exit', resolve));
+  server.kill('SIGTERM');
+  const timer = setTimeout(() => server.kill('SIGKILL'), 3000);
+  await gone;
+  clearTimeout(timer);
+}
+
+// ---- Browsers ------------------------------------------------------------------------------
+const profiles = [];
+const contexts = [];
+
+async function launchBrowser(label) {
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), `rtc-call-${label}-`));
+  profiles.push(profile);
+  // A persistent context is its own browser process with its own --user-data-dir.
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: opts.chromium,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1100, height: 900 },
+    permissions: ['camera', 'microphone'],
+  });
+  contexts.push(context);
+  return context;
+}
+
+async function newPage(context, label) {
+  // The first page of a fresh browser is its start tab; later pages are new tabs.
+  const blank = context.pages().find((p) => p.url() === 'about:blank' && !p.taken);
+  const page = blank || await context.newPage();
+  page.taken = true;
+  const logPath = path.join(outDir, `${label}-console.log`);
+  const lines = [];
+  page.on('console', (msg) => lines.push(`[${msg.type()}] ${msg.text()}`));
+  page.on('pageerror', (err) => lines.push(`[pageerror] ${err.message}`));
+  page.on('close', () => fs.writeFileSync(logPath, lines.join('\n') + '\n'));
+  page.flushLog = () => fs.writeFileSync(logPath, lines.join('\n') + '\n');
+  page.pageErrors = () => lines.filter((l) => l.startsWith('[pageerror]'));
+  return page;
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// Luminance statistics of one frame of a <video>, drawn at 160x120, plus a 40x30 thumbnail.
+function videoFrameStats(selector) {
+  const v = document.querySelector(selector);
+  if (!v || !v.videoWidth) return null;
+  const w = 160, h = 120;
+  const c = document.createElement('canvas');
+  c.width = w; c.height = h;
+  const g = c.getContext('2d', { willReadFrequently: true });
+  g.drawImage(v, 0, 0, w, h);
+  const d = g.getImageData(0, 0, w, h).data;
+  let s = 0, s2 = 0;
+  const thumb = new Array(40 * 30).fill(0);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const i = (y * w + x) * 4;
+      const l = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
+      s += l; s2 += l * l;
+      thumb[((y >> 2) * 40) + (x >> 2)] += l / 16;
+    }
+  }
+  const n = w * h, mean = s / n;
+  return { width: v.videoWidth, height: v.videoHeight, mean, variance: s2 / n - mean * mean, thumb };
+}
+
+// Luminance statistics of a PNG (given as base64), decoded by the browser.
+async function pngStats(b64) {
+  const img = new Image();
+  img.src = 'data:image/png;base64,' + b64;
+  await img.decode();
+  const c = document.createElement('canvas');
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext('2d', { willReadFrequently: true });
+  g.drawImage(img, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data;
+  let s = 0, s2 = 0;
+  const n = d.length / 4;
+  for (let i = 0; i < d.length; i += 4) {
+    const l = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
+    s += l; s2 += l * l;
+  }
+  const mean = s / n;
+  return { width: c.width, height: c.height, mean, variance: s2 / n - mean * mean };
+}
+
+const MIN_VARIANCE = 50;     // a flat (black, grey, green) frame is ~0; the fake camera is in the thousands
+const MIN_MOTION = 1;        // mean absolute difference of two 40x30 thumbnails taken ~0.5 s apart
+
+async function remoteVideoLive(page) {
+  const first = await page.evaluate(videoFrameStats, '#remote-video');
+  assert(first, 'the remote video has no frame');
+  assert(first.variance > MIN_VARIANCE,
+    `the remote frame is flat (luminance variance ${first.variance.toFixed(1)}, mean ${first.mean.toFixed(1)})`);
+  // The fake camera's picture moves: two frames a little apart must differ.
+  let motion = 0;
+  for (let i = 0; i < 10 && motion <= MIN_MOTION; i++) {
+    await sleep(300);
+    const next = await page.evaluate(videoFrameStats, '#remote-video');
+    motion = next.thumb.reduce((acc, v, j) => acc + Math.abs(v - first.thumb[j]), 0) / next.thumb.length;
+  }
+  assert(motion > MIN_MOTION, `the remote video does not move (frame difference ${motion.toFixed(2)})`);
+  return `${first.width}x${first.height}, variance ${first.variance.toFixed(0)}, motion ${motion.toFixed(1)}`;
+}
+
+async function rtcSnapshot(page) {
+  try {
+    return await page.evaluate(() => ({
+      state: window.rtc && window.rtc.state,
+      room: window.rtc && window.rtc.room,
+      pc: window.rtc && window.rtc.pc ? {
+        connectionState: window.rtc.pc.connectionState,
+        iceConnectionState: window.rtc.pc.iceConnectionState,
+        signalingState: window.rtc.pc.signalingState,
+      } : null,
+      ws: window.rtc && window.rtc.ws ? window.rtc.ws.readyState : null,
+      remoteVideoWidth: document.querySelector('#remote-video').videoWidth,
+    }));
+  } catch (err) {
+    return { error: err.message };
+  }
+}
+
+async function sendChat(from, to, text) {
+  await from.fill('#chat-input', text);
+  await from.press('#chat-input', 'Enter');
+  await from.locator('#chat-log li.me', { hasText: text }).waitFor({ timeout: 3000 });
+  await to.locator('#chat-log li.peer', { hasText: text }).waitFor({ timeout: 5000 });
+}
+
+// ---- The test ------------------------------------------------------------------------------
+async function run() {
+  let base = opts.base;
+  if (opts.serverBin) {
+    const ok = await check('the server binary starts and listens', async () => {
+      base = await startServer();
+      return base;
+    });
+    if (!ok) return;
+  }
+
+  const pageOk = await check('GET / serves the demo page and GET /static/app.js its script', async () => {
+    const index = await fetch(base + '/');
+    assert(index.status === 200, `GET / answered ${index.status}`);
+    const html = await index.text();
+    assert(html.includes('/static/app.js'), 'GET / is not the demo page (no /static/app.js in it)');
+    for (const asset of ['/static/app.js', '/static/style.css']) {
+      const r = await fetch(base + asset);
+      assert(r.status === 200, `GET ${asset} answered ${r.status}`);
+      await r.arrayBuffer();
+    }
+  });
+  if (!pageOk) return;
+
+  let ctxA, ctxB;
+  const launched = await check('two separate Chromium processes start', async () => {
+    [ctxA, ctxB] = await Promise.all([launchBrowser('A'), launchBrowser('B')]);
+    return `Chromium ${ctxA.browser() ? ctxA.browser().version() : '?'}`;
+  });
+  if (!launched) return;
+
+  const pageA = await newPage(ctxA, 'A');
+  const pageB = await newPage(ctxB, 'B');
+  let invite = null;
+
+  try {
+    await check('A: the page opens and shows the local camera', async () => {
+      await pageA.goto(base + '/', { timeout: 10000 });
+      await pageA.waitForFunction(() => document.querySelector('#local-video').videoWidth > 0, null, { timeout: 10000 });
+    });
+
+    const haveInvite = await check('A: an invite link "<origin>/?room=N" is shown', async () => {
+      await pageA.locator('#invite').waitFor({ state: 'visible', timeout: 10000 });
+      invite = await pageA.inputValue('#invite-link');
+      const origin = new URL(base).origin;
+      const m = invite.match(/^(.*)\/\?room=([0-9]+)$/);
+      assert(m && m[1] === origin, `unexpected invite link ${JSON.stringify(invite)}`);
+      const snap = await rtcSnapshot(pageA);
+      assert(snap.state === 'waiting', `window.rtc.state is ${snap.state}, expected waiting`);
+      assert(String(snap.room) === m[2], `window.rtc.room is ${snap.room}, the link says ${m[2]}`);
+      return invite;
+    });
+
+    let connected = false;
+    if (haveInvite) {
+      await check('B: the invite link opens without WRONGROOM', async () => {
+        await pageB.goto(invite, { timeout: 10000 });
+        // ENTERROOM has no reply on success: wait until B has joined and its offer was answered.
+        await pageB.waitForFunction(() => window.rtc && ['in-call', 'wrongroom', 'closed'].includes(window.rtc.state),
+          null, { timeout: 10000 });
+        const snap = await rtcSnapshot(pageB);
+        assert(snap.state === 'in-call', `B's state is ${snap.state}`);
+        assert(await pageB.locator('#wrongroom').isHidden(), 'B shows the WRONGROOM message');
+      });
+
+      connected = await check(`A and B connect (connectionState "connected" on both, within ${opts.timeout / 1000} s)`, async () => {
+        const isConnected = () => window.rtc && window.rtc.pc && window.rtc.pc.connectionState === 'connected';
+        try {
+          await Promise.all([
+            pageA.waitForFunction(isConnected, null, { timeout: opts.timeout, polling: 100 }),
+            pageB.waitForFunction(isConnected, null, { timeout: opts.timeout, polling: 100 }),
+          ]);
+        } catch (err) {
+          throw new Error(`not connected: A ${JSON.stringify(await rtcSnapshot(pageA))}, ` +
+            `B ${JSON.stringify(await rtcSnapshot(pageB))}`);
+        }
+        return `after ${((Date.now() - started) / 1000).toFixed(1)} s of the run`;
+      });
+    } else {
+      skip('B: the invite link opens without WRONGROOM', 'no invite link');
+      skip('A and B connect', 'no invite link');
+    }
+
+    if (connected) {
+      await check('both remote videos have frames (videoWidth > 0) and the signaling state is "in call"', async () => {
+        const hasVideo = () => document.querySelector('#remote-video').videoWidth > 0;
+        await Promise.all([
+          pageA.waitForFunction(hasVideo, null, { timeout: 10000 }),
+          pageB.waitForFunction(hasVideo, null, { timeout: 10000 }),
+        ]);
+        for (const [label, page] of [['A', pageA], ['B', pageB]]) {
+          const words = await page.textContent('#signal-state');
+          assert(words === 'in call', `${label} shows signaling state "${words}"`);
+        }
+      });
+      await check('A: the remote video shows the moving fake camera', () => remoteVideoLive(pageA));
+      await check('B: the remote video shows the moving fake camera', () => remoteVideoLive(pageB));
+    } else {
+      for (const name of ['both remote videos have frames', 'A: the remote video shows the moving fake camera',
+        'B: the remote video shows the moving fake camera']) skip(name, 'the call did not connect');
+    }
+
+    // Chat goes over the signaling connection: it works (and is checked) even when the media does not.
+    if (haveInvite) {
+      await check('chat: a line from A arrives at B', () => sendChat(pageA, pageB, 'hello from A <b>not bold</b>'));
+      await check('chat: a line from B arrives at A', () => sendChat(pageB, pageA, 'hello from B, ünïcødé ✓'));
+    } else {
+      for (const name of ['chat: a line from A arrives at B', 'chat: a line from B arrives at A']) skip(name, 'no invite link');
+    }
+
+    // Screenshots, whatever happened above (they help when something failed).
+    await check('screenshots A.png and B.png are saved and their remote videos are not blank', async () => {
+      const problems = [];
+      const notes = [];
+      for (const [label, page] of [['A', pageA], ['B', pageB]]) {
+        const full = await page.screenshot({ path: path.join(outDir, `${label}.png`), fullPage: true });
+        // The remote video's box, less a margin (its rounded corners show the page behind them).
+        const box = await page.locator('#remote-video').boundingBox();
+        assert(box && box.width > 20 && box.height > 20, `${label}: the remote video has no size on the page`);
+        const clip = { x: box.x + box.width * 0.05, y: box.y + box.height * 0.05,
+          width: box.width * 0.9, height: box.height * 0.9 };
+        const crop = await page.screenshot({ path: path.join(outDir, `${label}-remote.png`), clip });
+        const fullStats = await page.evaluate(pngStats, full.toString('base64'));
+        const cropStats = await page.evaluate(pngStats, crop.toString('base64'));
+        if (fullStats.variance <= MIN_VARIANCE) problems.push(`${label}.png is blank`);
+        if (cropStats.variance <= MIN_VARIANCE) {
+          problems.push(`${label}'s remote video in the screenshot is flat (variance ${cropStats.variance.toFixed(1)})`);
+        }
+        notes.push(`${label}: ${fullStats.width}x${fullStats.height}, remote crop variance ${cropStats.variance.toFixed(0)}`);
+      }
+      assert(problems.length === 0, problems.join('; '));
+      return notes.join('; ');
+    });
+
+    if (haveInvite) {
+      await check('a third page following the same invite gets "This room does not exist or is full"', async () => {
+        const pageC = await newPage(ctxB, 'C');
+        try {
+          await pageC.goto(invite, { timeout: 10000 });
+          await pageC.locator('#wrongroom').waitFor({ state: 'visible', timeout: 5000 });
+          const text = await pageC.textContent('#wrongroom');
+          assert(/does not exist or is full/.test(text), `the message says ${JSON.stringify(text.trim())}`);
+          const href = await pageC.getAttribute('#wrongroom a', 'href');
+          assert(href === '/', `the link back goes to ${href}`);
+          const snap = await rtcSnapshot(pageC);
+          assert(snap.state === 'wrongroom', `window.rtc.state is ${snap.state}`);
+          await pageC.screenshot({ path: path.join(outDir, 'C.png') });
+        } finally {
+          await pageC.close();
+        }
+      });
+    } else {
+      skip('a third page following the same invite gets WRONGROOM', 'no invite link');
+    }
+
+    if (connected) {
+      await check('the call is still up after the third page was turned away', async () => {
+        await sleep(500);
+        for (const [label, page] of [['A', pageA], ['B', pageB]]) {
+          const snap = await rtcSnapshot(page);
+          assert(snap.pc && snap.pc.connectionState === 'connected', `${label}: ${JSON.stringify(snap)}`);
+        }
+      });
+    }
+
+    await check('no uncaught errors in the pages', async () => {
+      const errors = [...pageA.pageErrors().map((e) => `A ${e}`), ...pageB.pageErrors().map((e) => `B ${e}`)];
+      assert(errors.length === 0, errors.join('; '));
+    });
+  } finally {
+    pageA.flushLog();
+    pageB.flushLog();
+  }
+}
+
+async function cleanup() {
+  await Promise.all(contexts.map((c) => c.close().catch(() => {})));
+  await stopServer().catch(() => {});
+  for (const p of profiles) fs.rmSync(p, { recursive: true, force: true });
+}
+
+// A hard bound on the whole run, whatever hangs.
+const watchdog = setTimeout(async () => {
+  record('the run finishes within 180 s', false, 'timed out');
+  await Promise.race([cleanup(), sleep(5000)]);
+  finish();
+}, 180000);
+
+function finish() {
+  clearTimeout(watchdog);
+  const passed = results.filter((r) => r.ok).length;
+  const failed = results.length - passed;
+  console.log(`screenshots and logs: ${outDir}`);
+  console.log(`took ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exit(failed === 0 && passed > 0 ? 0 : 1);
+}
+
+try {
+  await run();
+} catch (err) {
+  record('the test harness runs', false, err && err.stack ? err.stack.split('\n').slice(0, 3).join(' | ') : String(err));
+}
+await cleanup();
+finish();
