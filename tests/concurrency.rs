@@ -97,22 +97,7 @@ fn ten_thousand_relayed_messages_keep_their_order() {
     run(async {
         let s = server();
         let (mut a, mut b, _) = pair(&s).await;
-        const N: usize = 10_000;
-        let send = async {
-            for i in 0..N {
-                a.send(&format!(r#"{{"type":"candidate","seq":{i}}}"#))
-                    .await;
-            }
-        };
-        let receive = async {
-            for i in 0..N {
-                assert_eq!(
-                    b.recv_text().await,
-                    format!(r#"{{"type":"candidate","seq":{i}}}"#)
-                );
-            }
-        };
-        futures_lite::future::zip(send, receive).await;
+        relay_numbered(&mut a, &mut b, 10_000, |_| {}).await;
         a.close().await;
         b.close().await;
         s.assert_clean().await;

@@ -61,26 +61,14 @@ fn a_crashed_room_restarts_and_its_members_lose_nothing() {
         let s = server();
         let (mut a, mut b, room) = pair(&s).await;
         const N: usize = 3000;
-        let send = async {
-            for i in 0..N {
-                if i == N / 3 {
-                    s.handle
-                        .crash(&CrashTarget::Room(RoomKey::Book(room)))
-                        .unwrap();
-                }
-                a.send(&format!(r#"{{"type":"candidate","seq":{i}}}"#))
-                    .await;
+        relay_numbered(&mut a, &mut b, N, |i| {
+            if i == N / 3 {
+                s.handle
+                    .crash(&CrashTarget::Room(RoomKey::Book(room)))
+                    .unwrap();
             }
-        };
-        let receive = async {
-            for i in 0..N {
-                assert_eq!(
-                    b.recv_text().await,
-                    format!(r#"{{"type":"candidate","seq":{i}}}"#)
-                );
-            }
-        };
-        futures_lite::future::zip(send, receive).await;
+        })
+        .await;
         s.event("the room restarted", restarted(&format!("room:{room}")))
             .await;
         assert_eq!(

@@ -313,3 +313,29 @@ pub async fn raw_close_code(tcp: &mut TcpStream) -> u16 {
     })
     .await
 }
+
+/// `from` sends `n` numbered candidates while `to` checks that each arrives once, in order;
+/// `before(i)` runs before message `i` is sent (to inject a fault mid-stream).
+pub async fn relay_numbered(
+    from: &mut Client,
+    to: &mut Client,
+    n: usize,
+    mut before: impl FnMut(usize),
+) {
+    let send = async {
+        for i in 0..n {
+            before(i);
+            from.send(&format!(r#"{{"type":"candidate","seq":{i}}}"#))
+                .await;
+        }
+    };
+    let receive = async {
+        for i in 0..n {
+            assert_eq!(
+                to.recv_text().await,
+                format!(r#"{{"type":"candidate","seq":{i}}}"#)
+            );
+        }
+    };
+    futures_lite::future::zip(send, receive).await;
+}
