@@ -14,9 +14,11 @@
 //! (upgrade and static files), [`mailbox`] (a peer's bounded inbox), [`events`], [`config`].
 #![forbid(unsafe_code)]
 
+pub mod app_env;
 pub mod book_protocol;
 pub mod config;
 pub mod connection;
+pub mod erlang_term;
 pub mod events;
 pub mod http;
 pub mod listener;

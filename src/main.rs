@@ -11,24 +11,28 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
-    /// Interface to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
-    bind: IpAddr,
-    /// Port of the WebSocket endpoint and the demo page (0: any free port).
-    #[arg(long, default_value_t = 30000)]
-    port: u16,
-    /// error, warn, info, debug or trace.
-    #[arg(long, default_value = "info")]
-    log_level: log::LevelFilter,
-    /// Larger messages close the connection with 1009.
-    #[arg(long, default_value_t = 1 << 20)]
-    max_message_bytes: usize,
+    /// The book's rtcserver.app.src, or a sys.config with an rtcserver section; the flags
+    /// below override what it sets.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Interface to listen on [default: 0.0.0.0].
+    #[arg(long)]
+    bind: Option<IpAddr>,
+    /// Port of the WebSocket endpoint and the demo page (0: any free port) [default: 30000].
+    #[arg(long)]
+    port: Option<u16>,
+    /// error, warn, info, debug or trace [default: info].
+    #[arg(long)]
+    log_level: Option<log::LevelFilter>,
+    /// Larger messages close the connection with 1009 [default: 1048576].
+    #[arg(long)]
+    max_message_bytes: Option<usize>,
     /// Where the demo page is served from.
     #[arg(long)]
     static_dir: Option<PathBuf>,
-    /// The book's `{timeout, 500}`: milliseconds for the upgrade request to arrive.
-    #[arg(long, default_value_t = 500)]
-    handshake_timeout_ms: u64,
+    /// The book's `{timeout, 500}`: milliseconds for the upgrade request to arrive [default: 500].
+    #[arg(long)]
+    handshake_timeout_ms: Option<u64>,
     /// Open connections at most; accepting pauses at the limit.
     #[arg(long, default_value_t = 200_000)]
     max_connections: usize,
@@ -42,8 +46,23 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let env = match &cli.config {
+        Some(path) => match rtcserver::app_env::load(path) {
+            Ok(env) => env,
+            Err(e) => {
+                eprintln!("rtcserver: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => rtcserver::app_env::AppEnv::default(),
+    };
+    // app_env normalises levels to names LevelFilter parses.
+    let log_level = cli
+        .log_level
+        .or_else(|| env.log_level.as_deref().and_then(|l| l.parse().ok()))
+        .unwrap_or(log::LevelFilter::Info);
     if let Err(e) = simple_logger::SimpleLogger::new()
-        .with_level(cli.log_level)
+        .with_level(log_level)
         // bastion reports every restart itself; ours are the ones with ids and reasons.
         .with_module_level("bastion", log::LevelFilter::Error)
         .with_module_level("tracing", log::LevelFilter::Error)
@@ -53,18 +72,37 @@ fn main() -> ExitCode {
     }
     // A panic of a supervised process is logged once, by its supervisor, with the child's id.
     std::panic::set_hook(Box::new(|info| log::debug!("panic: {info}")));
+    for warning in &env.warnings {
+        log::warn!("{warning}");
+    }
+    let defaults = Config::default();
     let mut config = Config {
-        bind: cli.bind,
-        port: cli.port,
-        max_message_bytes: cli.max_message_bytes,
-        handshake_timeout: Duration::from_millis(cli.handshake_timeout_ms),
+        // app_env has validated `bind` as an IP address.
+        bind: cli
+            .bind
+            .or_else(|| env.bind.as_deref().and_then(|b| b.parse().ok()))
+            .unwrap_or(defaults.bind),
+        port: cli.port.or(env.port).unwrap_or(defaults.port),
+        max_message_bytes: cli
+            .max_message_bytes
+            .or(env.max_message_bytes)
+            .unwrap_or(defaults.max_message_bytes),
+        handshake_timeout: cli
+            .handshake_timeout_ms
+            .or(env.timeout_ms)
+            .map_or(defaults.handshake_timeout, Duration::from_millis),
         max_connections: cli.max_connections,
         max_restarts: cli.max_restarts,
         restart_period: Duration::from_secs(cli.restart_period_secs),
         ..Config::default()
     };
-    if let Some(dir) = cli.static_dir {
+    if let Some(dir) = cli.static_dir.or_else(|| env.static_dir.map(PathBuf::from)) {
         config.static_dir = dir;
+    }
+    if env.acceptors.is_some() || env.max_keepalive.is_some() {
+        log::debug!(
+            "acceptors and max_keepalive are cowboy settings with no equivalent here; ignored"
+        );
     }
     let server = match rtcserver::start(config) {
         Ok(server) => server,
