@@ -1,4 +1,6 @@
 //! What the server is started with: the book's cowboy options plus our own.
+use crate::auth::Accounts;
+use crate::hooks::RoomContext;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,6 +29,14 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// GETROOM draws from 1..=this (999999, as the original; smaller only to test exhaustion).
     pub max_room_number: u32,
+    /// Named rooms started with the server (from the rooms file); they stay when empty.
+    pub rooms: Vec<RoomContext>,
+    /// `/socket/<unknown name>` starts a room (else HTTP 404).
+    pub auto_rooms: bool,
+    /// `max_peers` of a room started on demand.
+    pub default_max_peers: usize,
+    /// Who may connect to `/socket/:room`; nobody is checked when empty.
+    pub accounts: Accounts,
 }
 
 impl Default for Config {
@@ -43,6 +53,10 @@ impl Default for Config {
             restart_period: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             max_room_number: crate::book_protocol::MAX_ROOM,
+            rooms: Vec::new(),
+            auto_rooms: true,
+            default_max_peers: 2,
+            accounts: Accounts::default(),
         }
     }
 }

@@ -1,9 +1,14 @@
 //! One connection's I/O: the HTTP request, then the WebSocket loop that carries out the peer
 //! handler's commands. This is the only code that touches the socket (ranch's connection
 //! process, in the book's stack).
+use crate::hooks::{AuthData, TerminateReason};
 use crate::http::{self, Route};
 use crate::mailbox::{Inbox, PeerMsg};
-use crate::peer::{BookPeer, Command};
+use crate::named_peer::NamedPeer;
+use crate::peer::{BookPeer, Command, Handler};
+use crate::registry::PeerId;
+use crate::rooms_protocol::{self, RoomMessage};
+use crate::rooms_sup::NamedJoinError;
 use crate::rtcserver_app::Shared;
 use async_net::TcpStream;
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -66,36 +71,21 @@ pub(crate) async fn serve(
             .await;
         }
         Route::Static(rel) => {
-            let path = shared.config.static_dir.join(&rel);
             let head_only = request.method == "HEAD";
-            let _ = match std::fs::read(&path) {
-                Ok(body) => {
-                    http::respond(&mut stream, 200, http::content_type(&rel), &body, head_only)
-                        .await
-                }
-                Err(_) => {
-                    http::respond(&mut stream, 404, "text/plain", b"not found\n", head_only).await
-                }
+            let _ = serve_file(&shared, &mut stream, &rel, head_only).await;
+        }
+        Route::RoomPage(name) => {
+            let head_only = request.method == "HEAD";
+            let _ = if shared.rooms.named_room_exists(&name) {
+                serve_file(&shared, &mut stream, "room.html", head_only).await
+            } else {
+                http::respond(&mut stream, 404, "text/plain", b"no such room\n", head_only).await
             };
         }
         Route::BookSocket => {
-            let key = request.ws_key.as_deref().unwrap_or_default();
-            if futures_lite::AsyncWriteExt::write_all(
-                &mut stream,
-                http::switching_protocols(key).as_bytes(),
-            )
-            .await
-            .is_err()
-            {
+            let Some(ws) = upgrade(&shared, stream, request).await else {
                 return;
-            }
-            let ws = WebSocketStream::from_partially_read(
-                stream,
-                request.rest,
-                Role::Server,
-                Some(shared.ws_config),
-            )
-            .await;
+            };
             shared.connected(id, &client);
             log::info!("peer {id} connected from {client}");
             let handler = BookPeer::new(
@@ -105,22 +95,162 @@ pub(crate) async fn serve(
                 Arc::clone(&shared.events),
             );
             let end = run(ws, handler, inbox).await;
-            match &end {
-                End::Closed => log::info!("peer {id} ({client}) disconnected"),
-                End::Server(code, why) if is_bad_input(*code) => {
-                    log::warn!(
-                        "peer {id} ({client}) closed with {}: {why}",
-                        u16::from(*code)
-                    )
-                }
-                End::Server(code, why) => {
-                    log::info!(
-                        "peer {id} ({client}) closed with {}: {why}",
-                        u16::from(*code)
-                    )
-                }
-            }
+            log_end(id, &client, &end);
             shared.bad_input(&end);
+        }
+        Route::RoomSocket(name) => {
+            serve_named(shared, stream, request, name, &client, inbox).await;
+        }
+    }
+}
+
+async fn serve_file(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    rel: &str,
+    head_only: bool,
+) -> std::io::Result<()> {
+    match std::fs::read(shared.config.static_dir.join(rel)) {
+        Ok(body) => http::respond(stream, 200, http::content_type(rel), &body, head_only).await,
+        Err(_) => http::respond(stream, 404, "text/plain", b"not found\n", head_only).await,
+    }
+}
+
+/// Answers 101 and makes the WebSocket; `None` if the client is gone.
+async fn upgrade(shared: &Shared, mut stream: TcpStream, request: http::Request) -> Option<Ws> {
+    let key = request.ws_key.as_deref().unwrap_or_default();
+    futures_lite::AsyncWriteExt::write_all(&mut stream, http::switching_protocols(key).as_bytes())
+        .await
+        .ok()?;
+    Some(
+        WebSocketStream::from_partially_read(
+            stream,
+            request.rest,
+            Role::Server,
+            Some(shared.ws_config),
+        )
+        .await,
+    )
+}
+
+/// `/socket/<room>`: the peer hooks parse and authenticate the request before the upgrade
+/// (400 / 401, no socket), then the room decides on the join (`error` and close 4000 if no).
+async fn serve_named(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    request: http::Request,
+    name: String,
+    client: &str,
+    inbox: Inbox,
+) {
+    let id = inbox.owner().id();
+    let hooks = Arc::clone(&shared.peer_hooks);
+    let parsed = match hooks.parse_request(&request, &name) {
+        Ok(parsed) if http::valid_room_name(&parsed.room) => parsed,
+        Ok(parsed) => {
+            let why = format!("bad room name {:?}", parsed.room);
+            return refuse(&mut stream, &request, client, 400, why).await;
+        }
+        Err(refusal) => return refuse(&mut stream, &request, client, 400, refusal.0).await,
+    };
+    let mut auth = AuthData {
+        peer_id: id,
+        room: parsed.room,
+        credentials: parsed.credentials,
+        metadata: parsed.metadata,
+    };
+    if let Err(refusal) = hooks.on_init(&mut auth, &shared.config.accounts) {
+        let who = auth.credentials.username().unwrap_or("-");
+        let why = format!("not authenticated (user {who:?}): {refusal}");
+        return refuse(&mut stream, &request, client, 401, why).await;
+    }
+    if !shared.rooms.named_room_exists(&auth.room) {
+        let why = format!("no room {:?}", auth.room);
+        return refuse(&mut stream, &request, client, 404, why).await;
+    }
+    let Some(mut ws) = upgrade(&shared, stream, request).await else {
+        return;
+    };
+    shared.connected(id, client);
+    log::info!("peer {id} connected from {client} to room {}", auth.room);
+    let end = match shared
+        .rooms
+        .join_named(&auth.room, inbox.owner(), &auth)
+        .await
+    {
+        Ok((room, members)) => {
+            let handler = NamedPeer::new(
+                inbox.owner().clone(),
+                auth.clone(),
+                Arc::clone(&room),
+                Arc::clone(&shared.registry),
+                Arc::clone(&hooks),
+                Arc::clone(shared.rooms.named_hooks()),
+            );
+            let welcome = RoomMessage::authenticated(id, &room.name, &members);
+            let welcomed = match handler.outgoing(welcome) {
+                Some(Command::Send(frame)) => ws.send(frame).await.is_ok(),
+                _ => true,
+            };
+            if welcomed {
+                run(ws, handler, inbox).await
+            } else {
+                End::Closed
+            }
+        }
+        Err(NamedJoinError::Refused(refusal)) => {
+            let error = RoomMessage::error(&refusal.0).to_text();
+            let code = CloseCode::from(rooms_protocol::JOIN_REFUSED_CLOSE);
+            if ws.send(Message::text(error)).await.is_ok() {
+                close(&mut ws, code, &refusal.0).await;
+            }
+            End::Server(code, refusal.0)
+        }
+        Err(NamedJoinError::NoSuchRoom) => {
+            close(&mut ws, CloseCode::Away, "room is gone").await;
+            End::Server(CloseCode::Away, "room is gone".into())
+        }
+        Err(NamedJoinError::ShuttingDown) => {
+            close(&mut ws, CloseCode::Away, "server shutting down").await;
+            End::Server(CloseCode::Away, "server shutting down".into())
+        }
+    };
+    log_end(id, client, &end);
+    shared.bad_input(&end);
+    let reason = match &end {
+        End::Closed => TerminateReason::Closed,
+        End::Server(code, why) => TerminateReason::Server(u16::from(*code), why.clone()),
+    };
+    hooks.on_terminate(&auth, &reason);
+}
+
+/// An HTTP error instead of the upgrade, logged once.
+async fn refuse(
+    stream: &mut TcpStream,
+    request: &http::Request,
+    client: &str,
+    status: u16,
+    why: String,
+) {
+    log::warn!("{client}: HTTP {status} for {}: {why}", request.path);
+    let body = format!("{why}\n");
+    let _ = http::respond(stream, status, "text/plain", body.as_bytes(), false).await;
+}
+
+fn log_end(id: PeerId, client: &str, end: &End) {
+    match end {
+        End::Closed => log::info!("peer {id} ({client}) disconnected"),
+        End::Server(code, why) if is_bad_input(*code) => {
+            log::warn!(
+                "peer {id} ({client}) closed with {}: {why}",
+                u16::from(*code)
+            )
+        }
+        End::Server(code, why) => {
+            log::info!(
+                "peer {id} ({client}) closed with {}: {why}",
+                u16::from(*code)
+            )
         }
     }
 }
@@ -146,7 +276,7 @@ enum Input {
     Frame(Option<Result<Message, WsError>>),
 }
 
-async fn run(mut ws: Ws, mut handler: BookPeer, mut inbox: Inbox) -> End {
+async fn run(mut ws: Ws, mut handler: impl Handler, mut inbox: Inbox) -> End {
     // Alternate which side is polled first so that neither a busy socket nor a busy mailbox
     // starves the other.
     let mut inbox_first = false;
@@ -242,7 +372,7 @@ async fn run(mut ws: Ws, mut handler: BookPeer, mut inbox: Inbox) -> End {
 /// Feeds `first` and every relay already waiting (bounded), then flushes.
 async fn feed_batch(
     ws: &mut Ws,
-    handler: &mut BookPeer,
+    handler: &mut impl Handler,
     inbox: &mut Inbox,
     first: Message,
 ) -> Result<(), End> {

@@ -25,6 +25,8 @@ pub struct Request {
     pub ws_version: Option<String>,
     pub connection_upgrade: bool,
     pub forwarded_for: Option<String>,
+    /// Every header, names lowercased (for the hooks; freed with the request).
+    pub headers: Vec<(String, String)>,
     /// Bytes read past the head (a client may send its first frame right behind it).
     pub rest: Vec<u8>,
 }
@@ -113,8 +115,26 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, ReadError> {
             .and_then(|v| v.split(',').next())
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty()),
+        headers: req
+            .headers
+            .iter()
+            .filter_map(|h| {
+                let value = std::str::from_utf8(h.value).ok()?;
+                Some((h.name.to_ascii_lowercase(), value.trim().to_owned()))
+            })
+            .collect(),
         rest: buf[len..].to_vec(),
     }))
+}
+
+impl Request {
+    /// The first header of this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Where a request goes.
@@ -122,6 +142,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, ReadError> {
 pub enum Route {
     /// The book protocol's WebSocket (`/` and `/signaling`).
     BookSocket,
+    /// The named-rooms WebSocket, `/socket/<room>`.
+    RoomSocket(String),
+    /// `GET /<room>`: the named-rooms page for that room.
+    RoomPage(String),
     /// A file of the static directory, relative to it.
     Static(String),
     /// An HTTP error answer, with a reason for the log.
@@ -130,9 +154,19 @@ pub enum Route {
 
 pub fn route(req: &Request) -> Route {
     if req.upgrade {
-        if req.path != "/" && req.path != "/signaling" {
-            return Route::Reject(404, "no WebSocket endpoint at this path");
-        }
+        let room = match req.path.as_str() {
+            "/" | "/signaling" => None,
+            p => match p.strip_prefix("/socket/") {
+                Some(name) => {
+                    let name = name.strip_suffix('/').unwrap_or(name);
+                    if !valid_room_name(name) {
+                        return Route::Reject(400, "a room name is 1-64 of [A-Za-z0-9._-]");
+                    }
+                    Some(name.to_owned())
+                }
+                None => return Route::Reject(404, "no WebSocket endpoint at this path"),
+            },
+        };
         if req.method != "GET" {
             return Route::Reject(400, "upgrade must be a GET");
         }
@@ -143,7 +177,9 @@ pub fn route(req: &Request) -> Route {
             return Route::Reject(400, "unsupported Sec-WebSocket-Version");
         }
         match &req.ws_key {
-            Some(key) if valid_ws_key(key) => return Route::BookSocket,
+            Some(key) if valid_ws_key(key) => {
+                return room.map_or(Route::BookSocket, Route::RoomSocket)
+            }
             _ => return Route::Reject(400, "missing or malformed Sec-WebSocket-Key"),
         }
     }
@@ -152,11 +188,29 @@ pub fn route(req: &Request) -> Route {
     }
     match req.path.as_str() {
         "/" | "/index.html" => Route::Static("index.html".into()),
+        "/favicon.ico" => Route::Reject(404, "not found"),
         p => match p.strip_prefix("/static/") {
             Some(rel) if safe_relative(rel) => Route::Static(rel.to_owned()),
-            _ => Route::Reject(404, "not found"),
+            Some(_) => Route::Reject(404, "not found"),
+            None => {
+                let name = &p[1..];
+                let name = name.strip_suffix('/').unwrap_or(name);
+                if valid_room_name(name) {
+                    Route::RoomPage(name.to_owned())
+                } else {
+                    Route::Reject(404, "not found")
+                }
+            }
         },
     }
+}
+
+/// `rooms-protocol.md`: 1-64 characters of `[A-Za-z0-9._-]`.
+pub fn valid_room_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// RFC 6455 §4.1: the key is 16 random bytes, base64-encoded (24 characters).
@@ -211,6 +265,9 @@ pub async fn respond<S: futures_lite::AsyncWrite + Unpin>(
     if status == 400 {
         // RFC 6455 §4.4: tell the client which version we speak.
         extra.push_str("Sec-WebSocket-Version: 13\r\n");
+    }
+    if status == 401 {
+        extra.push_str("WWW-Authenticate: Bearer realm=\"rtcserver\"\r\n");
     }
     let head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Cache-Control: no-cache\r\nConnection: close\r\n\r\n",
@@ -296,6 +353,32 @@ mod tests {
             route(&req("GET /etc/passwd HTTP/1.1\r\n\r\n")),
             Route::Reject(404, _)
         ));
+        assert_eq!(
+            route(&req("GET /lobby HTTP/1.1\r\n\r\n")),
+            Route::RoomPage("lobby".into())
+        );
+    }
+
+    #[test]
+    fn named_room_upgrades_check_the_name() {
+        assert_eq!(
+            route(&req(
+                &UPGRADE.replace("/signaling?x=1", "/socket/my-room_1.x/")
+            )),
+            Route::RoomSocket("my-room_1.x".into())
+        );
+        let long = format!("/socket/{}", "a".repeat(65));
+        for bad in ["/socket/", "/socket/a%20b", "/socket/a/b", long.as_str()] {
+            assert!(
+                matches!(
+                    route(&req(&UPGRADE.replace("/signaling?x=1", bad))),
+                    Route::Reject(400, _)
+                ),
+                "{bad}"
+            );
+        }
+        let r = req(&UPGRADE.replace("Host: a", "Host: a\r\nCookie: x=1"));
+        assert_eq!(r.header("COOKIE"), Some("x=1"));
     }
 
     #[test]

@@ -9,24 +9,31 @@
 //! - [`peer`] ← `handler_websocket`: the book protocol's logic, returning commands.
 //! - [`connection`]: the socket loop that carries out a peer's commands.
 //! - [`rooms_sup`] / [`room`]: room processes, so that joins are atomic (the original raced).
+//! - [`named_peer`] ← `Membrane.WebRTC.Server.Peer`: a `/socket/:room` peer, with [`hooks`].
 //!
-//! And the pieces without a process: [`book_protocol`] (the wire format, no I/O), [`http`]
+//! And the pieces without a process: [`book_protocol`] and [`rooms_protocol`] (the wire
+//! formats, no I/O), [`auth`] (credentials, checked before the upgrade), [`http`]
 //! (upgrade and static files), [`mailbox`] (a peer's bounded inbox), [`events`], [`config`].
 #![forbid(unsafe_code)]
 
 pub mod app_env;
+pub mod auth;
 pub mod book_protocol;
 pub mod config;
 pub mod connection;
 pub mod erlang_term;
 pub mod events;
+pub mod hooks;
 pub mod http;
 pub mod listener;
 pub mod mailbox;
+pub mod named_peer;
 pub mod peer;
 pub mod peers_sup;
 pub mod registry;
 pub mod room;
+pub mod rooms_file;
+pub mod rooms_protocol;
 pub mod rooms_sup;
 pub mod rtcserver_app;
 pub mod rtcserver_sup;
@@ -35,5 +42,5 @@ pub use config::Config;
 pub use events::Event;
 pub use registry::{PeerId, RoomKey};
 pub use rtcserver_app::{
-    start, CrashError, CrashTarget, PeerInfo, ServerHandle, StartError, Stats,
+    start, CrashError, CrashTarget, PeerInfo, Server, ServerHandle, StartError, Stats,
 };

@@ -6,6 +6,7 @@
 //! and is told to close (1008), so that it never holds up, nor costs the memory of, the peers
 //! that talk to it. Control messages are never refused.
 use crate::registry::PeerId;
+use crate::rooms_protocol::RoomMessage;
 use async_tungstenite::tungstenite::Message;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,9 @@ use supervisors::StopReason;
 pub enum PeerMsg {
     /// A frame from another peer of the room, to send verbatim.
     Relay(Message),
+    /// A named-rooms message for this peer (from another peer or the room), with the bytes it
+    /// counts against the queue limit.
+    Event(Box<RoomMessage>, usize),
     /// The outbound queue passed its byte limit.
     Overflow,
     /// Injected fault: the peer's handler panics.
@@ -92,10 +96,19 @@ impl PeerRef {
 
     /// Queues a frame from another peer, unless that would pass the byte limit.
     pub fn relay(&self, frame: Message) -> Delivery {
+        let len = frame.len();
+        self.enqueue(len, || PeerMsg::Relay(frame))
+    }
+
+    /// Queues a named-rooms message, counted as `bytes` (about its length on the wire).
+    pub fn deliver(&self, message: RoomMessage, bytes: usize) -> Delivery {
+        self.enqueue(bytes, || PeerMsg::Event(Box::new(message), bytes))
+    }
+
+    fn enqueue(&self, len: usize, msg: impl FnOnce() -> PeerMsg) -> Delivery {
         if !self.is_alive() || self.0.overflowed.load(Ordering::Relaxed) {
             return Delivery::Dropped;
         }
-        let len = frame.len();
         let queued = self.0.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
         if queued > self.0.limit_bytes {
             self.0.queued_bytes.fetch_sub(len, Ordering::AcqRel);
@@ -104,7 +117,7 @@ impl PeerRef {
             }
             return Delivery::Dropped;
         }
-        match self.0.tx.try_send(PeerMsg::Relay(frame)) {
+        match self.0.tx.try_send(msg()) {
             Ok(()) => Delivery::Queued,
             Err(_) => {
                 self.0.queued_bytes.fetch_sub(len, Ordering::AcqRel);
@@ -126,12 +139,12 @@ impl Inbox {
 
     /// To be called for each message taken from the receiver: releases its bytes.
     pub fn taken(&self, msg: &PeerMsg) {
-        if let PeerMsg::Relay(frame) = msg {
-            self.owner
-                .0
-                .queued_bytes
-                .fetch_sub(frame.len(), Ordering::AcqRel);
-        }
+        let bytes = match msg {
+            PeerMsg::Relay(frame) => frame.len(),
+            PeerMsg::Event(_, bytes) => *bytes,
+            _ => return,
+        };
+        self.owner.0.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
 
     pub fn owner(&self) -> &PeerRef {

@@ -42,6 +42,15 @@ struct Cli {
     /// ... within this many seconds.
     #[arg(long, default_value_t = 10)]
     restart_period_secs: u64,
+    /// Named rooms and the users/tokens of /socket/:room (TOML, or JSON if it ends in .json).
+    #[arg(long)]
+    rooms: Option<PathBuf>,
+    /// /socket/<unknown room> is HTTP 404 instead of starting the room.
+    #[arg(long)]
+    no_auto_rooms: bool,
+    /// max_peers of a room started on demand [default: 2, or the rooms file's].
+    #[arg(long)]
+    max_peers: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -103,6 +112,30 @@ fn main() -> ExitCode {
         log::debug!(
             "acceptors and max_keepalive are cowboy settings with no equivalent here; ignored"
         );
+    }
+    if let Some(path) = &cli.rooms {
+        match rtcserver::rooms_file::load(path) {
+            Ok(file) => {
+                config.rooms = file.rooms;
+                config.accounts = file.accounts;
+                config.auto_rooms = file.auto_rooms.unwrap_or(config.auto_rooms);
+                config.default_max_peers = file.max_peers.unwrap_or(config.default_max_peers);
+            }
+            Err(e) => {
+                log::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if cli.no_auto_rooms {
+        config.auto_rooms = false;
+    }
+    if let Some(n) = cli.max_peers {
+        if n == 0 {
+            log::error!("--max-peers must be at least 1");
+            return ExitCode::FAILURE;
+        }
+        config.default_max_peers = n;
     }
     let server = match rtcserver::start(config) {
         Ok(server) => server,

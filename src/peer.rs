@@ -21,6 +21,15 @@ pub enum Command {
     Close(CloseCode, &'static str),
 }
 
+/// A cowboy websocket handler's callbacks, which the connection loop drives.
+pub(crate) trait Handler {
+    /// `websocket_handle({text, Data})`; `frame` is the received frame itself, so that a relay
+    /// can send the very bytes that came in.
+    async fn handle_text(&mut self, frame: Message) -> Option<Command>;
+    /// `websocket_info`: a message from another process.
+    fn handle_info(&mut self, msg: PeerMsg) -> Option<Command>;
+}
+
 pub struct BookPeer {
     me: PeerRef,
     room: Option<RoomKey>,
@@ -49,9 +58,22 @@ impl BookPeer {
         self.room.as_ref()
     }
 
-    /// `websocket_handle({text, Data})`. `frame` is the received text frame itself, so that a
-    /// relay sends the very bytes that came in.
-    pub async fn handle_text(&mut self, frame: Message) -> Option<Command> {
+    /// One room per peer: the old registration goes once the new one holds.
+    fn move_to(&mut self, key: RoomKey) {
+        if let Some(old) = self.room.replace(key) {
+            if self.registry.unreg(&old, self.me.id()) {
+                self.events.publish(Event::Left {
+                    room: old.clone(),
+                    peer: self.me.id(),
+                });
+                self.rooms.peer_left(&old, self.me.id());
+            }
+        }
+    }
+}
+
+impl Handler for BookPeer {
+    async fn handle_text(&mut self, frame: Message) -> Option<Command> {
         let parsed = match &frame {
             Message::Text(text) => book_protocol::parse(text.as_str()),
             _ => return None,
@@ -97,10 +119,11 @@ impl BookPeer {
         }
     }
 
-    /// `websocket_info`: a message from another process.
-    pub fn handle_info(&mut self, msg: PeerMsg) -> Option<Command> {
+    fn handle_info(&mut self, msg: PeerMsg) -> Option<Command> {
         match msg {
             PeerMsg::Relay(frame) => Some(Command::Send(frame)),
+            // Book peers only get frames; a named-rooms message is passed on as its text.
+            PeerMsg::Event(message, _) => Some(Command::Send(Message::text(message.to_text()))),
             PeerMsg::Overflow => Some(Command::Close(CloseCode::Policy, "outbound queue full")),
             PeerMsg::Crash => panic!("injected crash of peer {}", self.me.id()),
             PeerMsg::Stop(StopReason::Shutdown) => {
@@ -108,19 +131,6 @@ impl BookPeer {
             }
             PeerMsg::Stop(StopReason::SupervisorDown) => {
                 Some(Command::Close(CloseCode::Error, "supervisor down"))
-            }
-        }
-    }
-
-    /// One room per peer: the old registration goes once the new one holds.
-    fn move_to(&mut self, key: RoomKey) {
-        if let Some(old) = self.room.replace(key) {
-            if self.registry.unreg(&old, self.me.id()) {
-                self.events.publish(Event::Left {
-                    room: old.clone(),
-                    peer: self.me.id(),
-                });
-                self.rooms.peer_left(&old, self.me.id());
             }
         }
     }

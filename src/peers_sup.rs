@@ -2,7 +2,7 @@
 //!
 //! A peer is never restarted (its socket dies with it). When it ends, for any reason, its
 //! supervisor tells the registry (`down`), which drops the peer's keys: gproc's monitor.
-use crate::mailbox::{Mailbox, PeerMsg};
+use crate::mailbox::PeerMsg;
 use crate::rtcserver_app::Shared;
 use async_net::TcpStream;
 use std::net::SocketAddr;
@@ -10,9 +10,8 @@ use std::sync::Arc;
 use supervisors::{ChildKind, ChildSpec};
 
 pub(crate) fn start_peer(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
-    let id = shared.next_peer_id();
-    let (peer, inbox) = Mailbox::new(id, shared.config.outbound_limit_bytes);
-    let guard = shared.connection_opened(id, peer.clone(), addr);
+    let (peer, inbox, guard) = shared.connection_opened(addr);
+    let id = peer.id();
     let mut once = Some((Arc::clone(shared), stream, inbox, guard));
     let stop_peer = peer.clone();
     let down = Arc::clone(shared);

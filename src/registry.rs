@@ -75,15 +75,36 @@ impl Registry {
         }
     }
 
-    /// Registers `peer` under `key`; registering twice is a no-op.
-    pub fn reg(&self, key: &RoomKey, peer: &PeerRef) {
+    /// Registers `peer` under `key`; registering twice is a no-op. A peer already dead is
+    /// refused (false): its DOWN may have been applied already, and nothing would remove it.
+    pub fn reg(&self, key: &RoomKey, peer: &PeerRef) -> bool {
         let mut t = lock(&self.table);
+        // Under the lock: a death marked before the DOWN is applied is seen here.
+        if !peer.is_alive() {
+            return false;
+        }
         let peers = t.by_key.entry(key.clone()).or_default();
         if peers.iter().any(|p| p.id() == peer.id()) {
-            return;
+            return true;
         }
         peers.push(peer.clone());
         t.by_peer.entry(peer.id()).or_default().push(key.clone());
+        true
+    }
+
+    /// The live peers under `key` whose ids are in `ids`, each once.
+    pub fn find(&self, key: &RoomKey, ids: &[PeerId]) -> Vec<PeerRef> {
+        lock(&self.table)
+            .by_key
+            .get(key)
+            .map(|peers| {
+                peers
+                    .iter()
+                    .filter(|p| p.is_alive() && ids.contains(&p.id()))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Removes `peer` from `key`; true when it was there.

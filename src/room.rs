@@ -6,8 +6,10 @@
 //! crashes is restarted with the same mailbox and the same members, and relaying (peer to peer,
 //! through the registry, as `reply2peer`) never stops.
 use crate::events::{Event, Events};
+use crate::hooks::{AuthData, Refusal, RoomContext, RoomHooks};
 use crate::mailbox::PeerRef;
 use crate::registry::{PeerId, Registry, RoomKey};
+use crate::rooms_protocol::RoomMessage;
 use crate::rooms_sup::Rooms;
 use std::sync::Arc;
 use supervisors::StopReason;
@@ -18,6 +20,12 @@ pub enum RoomMsg {
     Join {
         peer: PeerRef,
         reply: async_channel::Sender<Result<(), JoinRefused>>,
+    },
+    /// A named-rooms peer asks in; the answer is the members it found there.
+    JoinNamed {
+        peer: PeerRef,
+        auth: Box<AuthData>,
+        reply: async_channel::Sender<Result<Vec<PeerId>, Refusal>>,
     },
     /// A peer was removed from the registry under this room's key.
     Leave {
@@ -34,8 +42,25 @@ pub enum JoinRefused {
     NotJoinable,
 }
 
+/// What kind of room a process serves.
+#[derive(Clone)]
+pub(crate) enum RoomKind {
+    /// The book's: two peers at most, joined only when exactly one is in.
+    Book,
+    /// `/socket/:room`: the room hooks decide.
+    Named(NamedRoom),
+}
+
+/// A named room's configuration; it outlives the room's process (a restart keeps it).
+#[derive(Clone)]
+pub struct NamedRoom {
+    pub context: Arc<RoomContext>,
+    pub hooks: Arc<dyn RoomHooks>,
+}
+
 pub(crate) struct Room {
     pub key: RoomKey,
+    pub kind: RoomKind,
     /// Which instance of the room table entry this process serves.
     pub serial: u64,
     pub inbox: async_channel::Receiver<RoomMsg>,
@@ -46,14 +71,43 @@ pub(crate) struct Room {
 
 impl Room {
     pub async fn run(self) {
+        if let RoomKind::Named(named) = &self.kind {
+            named.hooks.on_init(&named.context, &self.members());
+        }
         while let Ok(msg) = self.inbox.recv().await {
             match msg {
                 RoomMsg::Join { peer, reply } => {
-                    let result = self.join(&peer);
+                    let result = match self.kind {
+                        RoomKind::Book => self.join(&peer),
+                        RoomKind::Named(_) => Err(JoinRefused::NotJoinable),
+                    };
                     let _ = reply.try_send(result);
                 }
-                RoomMsg::Leave { .. } => {
-                    if self.registry.count(&self.key) == 0 {
+                RoomMsg::JoinNamed { peer, auth, reply } => {
+                    let (result, configured) = match &self.kind {
+                        RoomKind::Named(named) => (
+                            self.join_named(named, &peer, &auth),
+                            named.context.configured,
+                        ),
+                        RoomKind::Book => (Err(Refusal::new("not_a_named_room")), false),
+                    };
+                    let refused = result.is_err();
+                    let _ = reply.try_send(result);
+                    // A room started on demand for a peer it then refused would stay empty.
+                    if refused && !configured && self.registry.count(&self.key) == 0 {
+                        self.stop();
+                        return;
+                    }
+                }
+                RoomMsg::Leave { peer } => {
+                    let configured = match &self.kind {
+                        RoomKind::Named(named) => {
+                            self.left(named, peer);
+                            named.context.configured
+                        }
+                        RoomKind::Book => false,
+                    };
+                    if !configured && self.registry.count(&self.key) == 0 {
                         self.stop();
                         return;
                     }
@@ -70,8 +124,7 @@ impl Room {
     fn join(&self, peer: &PeerRef) -> Result<(), JoinRefused> {
         let members = self.registry.lookup(&self.key);
         match members.as_slice() {
-            [only] if only.id() != peer.id() => {
-                self.registry.reg(&self.key, peer);
+            [only] if only.id() != peer.id() && self.registry.reg(&self.key, peer) => {
                 self.events.publish(Event::Joined {
                     room: self.key.clone(),
                     peer: peer.id(),
@@ -82,14 +135,61 @@ impl Room {
         }
     }
 
+    fn members(&self) -> Vec<PeerId> {
+        self.registry
+            .lookup(&self.key)
+            .iter()
+            .map(PeerRef::id)
+            .collect()
+    }
+
+    /// The room's hooks decide; the newcomer's `joined` reaches the others before anything the
+    /// newcomer can send, and the members it is told of are exactly those that were told of it.
+    fn join_named(
+        &self,
+        named: &NamedRoom,
+        peer: &PeerRef,
+        auth: &AuthData,
+    ) -> Result<Vec<PeerId>, Refusal> {
+        let members = self.members();
+        named.hooks.on_join(&named.context, &members, auth)?;
+        if !self.registry.reg(&self.key, peer) {
+            return Err(Refusal::new("peer_gone"));
+        }
+        let joined = RoomMessage::joined(peer.id());
+        let bytes = joined.to_text().len();
+        self.registry.for_each_other(&self.key, peer.id(), |other| {
+            other.deliver(joined.clone(), bytes);
+        });
+        self.events.publish(Event::Joined {
+            room: self.key.clone(),
+            peer: peer.id(),
+        });
+        Ok(members)
+    }
+
+    fn left(&self, named: &NamedRoom, peer: PeerId) {
+        let left = RoomMessage::left(peer);
+        let bytes = left.to_text().len();
+        self.registry.for_each_other(&self.key, peer, |other| {
+            other.deliver(left.clone(), bytes);
+        });
+        named.hooks.on_leave(&named.context, peer);
+    }
+
     /// Leaves the room table (its number may be handed out again) and refuses what is still
     /// queued: a join that raced with the last leave finds an empty room.
     fn stop(&self) {
         self.rooms.forget(&self.key, self.serial);
         self.inbox.close();
         while let Ok(msg) = self.inbox.try_recv() {
-            if let RoomMsg::Join { reply, .. } = msg {
-                let _ = reply.try_send(Err(JoinRefused::NotJoinable));
+            match msg {
+                RoomMsg::Join { reply, .. } => {
+                    let _ = reply.try_send(Err(JoinRefused::NotJoinable));
+                }
+                // Dropping the reply tells the peer the room stopped: it asks again.
+                RoomMsg::JoinNamed { reply, .. } => drop(reply),
+                _ => {}
             }
         }
         self.events.publish(Event::RoomStopped {

@@ -5,10 +5,12 @@
 //! with it (OTP links them) and its next instance starts one room per key still in the registry.
 use crate::book_protocol::MAX_ROOM;
 use crate::events::{Event, Events};
+use crate::hooks::{AuthData, Refusal, RoomContext, RoomHooks};
 use crate::mailbox::PeerRef;
 use crate::registry::{PeerId, Registry, RoomKey};
-use crate::room::{JoinRefused, Room, RoomMsg};
+use crate::room::{JoinRefused, NamedRoom, Room, RoomKind, RoomMsg};
 use rand::RngExt;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +20,29 @@ use supervisors::{ChildKind, ChildSpec, DynamicSupervisor, StartChildError};
 struct RoomEntry {
     mailbox: async_channel::Sender<RoomMsg>,
     serial: u64,
+    kind: RoomKind,
+}
+
+/// How named rooms come to be.
+pub struct NamedRooms {
+    /// From the config file: started with the server, they stay when empty.
+    pub configured: Vec<RoomContext>,
+    /// Start a room for an unknown name (else 404).
+    pub auto_rooms: bool,
+    /// `max_peers` of a room started on demand.
+    pub default_max_peers: usize,
+    pub hooks: Arc<dyn RoomHooks>,
+}
+
+impl Default for NamedRooms {
+    fn default() -> Self {
+        NamedRooms {
+            configured: Vec::new(),
+            auto_rooms: true,
+            default_max_peers: 2,
+            hooks: Arc::new(crate::hooks::DefaultRoom),
+        }
+    }
 }
 
 pub struct Rooms {
@@ -27,6 +52,17 @@ pub struct Rooms {
     events: Arc<Events>,
     serial: AtomicU64,
     max_room: u32,
+    named: NamedRooms,
+}
+
+/// Why a named join failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedJoinError {
+    /// No such room, and rooms are not started on demand: HTTP 404 before the upgrade.
+    NoSuchRoom,
+    /// The room's hooks said no (`room_is_full`, ...): `error`, then close 4000.
+    Refused(Refusal),
+    ShuttingDown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +99,7 @@ impl Rooms {
         registry: Arc<Registry>,
         events: Arc<Events>,
         max_room: u32,
+        named: NamedRooms,
     ) -> Arc<Self> {
         let rooms = Arc::new(Rooms {
             table: Mutex::new(HashMap::new()),
@@ -71,6 +108,7 @@ impl Rooms {
             events,
             serial: AtomicU64::new(0),
             max_room: max_room.clamp(1, MAX_ROOM),
+            named,
         });
         let weak: Weak<Rooms> = Arc::downgrade(&rooms);
         rooms.sup.set_init(Arc::new(move |_| {
@@ -105,8 +143,10 @@ impl Rooms {
         }
         let n = number.ok_or(CreateError::NoFreeNumber)?;
         let key = RoomKey::Book(n);
-        self.registry.reg(&key, creator);
-        if let Err(e) = self.start_room(&mut table, key.clone()) {
+        if !self.registry.reg(&key, creator) {
+            return Err(CreateError::ShuttingDown);
+        }
+        if let Err(e) = self.start_room(&mut table, key.clone(), RoomKind::Book) {
             self.registry.unreg(&key, creator.id());
             return Err(e.into());
         }
@@ -135,6 +175,117 @@ impl Rooms {
         }
         drop(mailbox);
         answer.recv().await.unwrap_or(Err(JoinRefused::NotJoinable))
+    }
+
+    /// Whether `/socket/<name>` leads somewhere: a live or configured room, or any name when
+    /// rooms start on demand.
+    pub fn named_room_exists(&self, name: &str) -> bool {
+        self.named.auto_rooms || self.named.configured.iter().any(|c| c.name == name)
+    }
+
+    /// Joins `peer` to the named room, starting it if it is not live (and may be). Answers the
+    /// room's configuration and the members that were there before.
+    pub async fn join_named(
+        self: &Arc<Self>,
+        name: &str,
+        peer: &PeerRef,
+        auth: &AuthData,
+    ) -> Result<(Arc<RoomContext>, Vec<PeerId>), NamedJoinError> {
+        let key = RoomKey::Named(name.into());
+        // A room that stops (its last peer left) while we ask drops our question: ask anew,
+        // which starts a fresh room. Bounded, though each retry needs a room to stop again.
+        for _ in 0..8 {
+            let (mailbox, context) = {
+                let mut table = lock(&self.table);
+                if !table.contains_key(&key) {
+                    let context = self.named_context(name).ok_or(NamedJoinError::NoSuchRoom)?;
+                    let kind = RoomKind::Named(NamedRoom {
+                        context,
+                        hooks: Arc::clone(&self.named.hooks),
+                    });
+                    self.start_room(&mut table, key.clone(), kind)
+                        .map_err(|_| NamedJoinError::ShuttingDown)?;
+                }
+                match table.get(&key) {
+                    Some(RoomEntry {
+                        mailbox,
+                        kind: RoomKind::Named(named),
+                        ..
+                    }) => (mailbox.clone(), Arc::clone(&named.context)),
+                    _ => return Err(NamedJoinError::NoSuchRoom),
+                }
+            };
+            let (reply, answer) = async_channel::bounded(1);
+            let asked = mailbox.try_send(RoomMsg::JoinNamed {
+                peer: peer.clone(),
+                auth: Box::new(auth.clone()),
+                reply,
+            });
+            drop(mailbox);
+            if asked.is_err() {
+                continue;
+            }
+            match answer.recv().await {
+                Ok(Ok(members)) => return Ok((context, members)),
+                Ok(Err(refusal)) => return Err(NamedJoinError::Refused(refusal)),
+                Err(_) => continue,
+            }
+        }
+        Err(NamedJoinError::Refused(Refusal::new("room_unavailable")))
+    }
+
+    /// A named room's configuration: the config file's, or the defaults when rooms start on
+    /// demand.
+    fn named_context(&self, name: &str) -> Option<Arc<RoomContext>> {
+        if let Some(c) = self.named.configured.iter().find(|c| c.name == name) {
+            return Some(Arc::new(c.clone()));
+        }
+        self.named.auto_rooms.then(|| {
+            Arc::new(RoomContext {
+                name: name.to_owned(),
+                max_peers: self.named.default_max_peers,
+                metadata: Value::Null,
+                configured: false,
+            })
+        })
+    }
+
+    /// Starts the config file's rooms (at start-up, and again after a restart of rooms_sup).
+    pub fn start_configured(self: &Arc<Self>) {
+        let mut table = lock(&self.table);
+        for context in &self.named.configured {
+            let key = RoomKey::Named(context.name.as_str().into());
+            if table.contains_key(&key) {
+                continue;
+            }
+            let kind = RoomKind::Named(NamedRoom {
+                context: Arc::new(context.clone()),
+                hooks: Arc::clone(&self.named.hooks),
+            });
+            if let Err(e) = self.start_room(&mut table, key, kind) {
+                log::warn!("rooms_sup: could not start room {}: {e}", context.name);
+            }
+        }
+    }
+
+    pub fn named_hooks(&self) -> &Arc<dyn RoomHooks> {
+        &self.named.hooks
+    }
+
+    /// How many rooms are configured (they stay when empty).
+    pub fn configured_count(&self) -> usize {
+        self.named.configured.len()
+    }
+
+    /// The shared hooks of named rooms, with a room's configuration when it is live.
+    pub fn named_room(&self, name: &str) -> Option<NamedRoom> {
+        match lock(&self.table).get(&RoomKey::Named(name.into())) {
+            Some(RoomEntry {
+                kind: RoomKind::Named(named),
+                ..
+            }) => Some(named.clone()),
+            _ => None,
+        }
     }
 
     /// Tells a room that one of its peers is gone from the registry.
@@ -176,20 +327,38 @@ impl Rooms {
     /// After a restart of `rooms_sup`: one fresh room per key that still has live members.
     fn rebuild(self: &Arc<Self>) {
         let mut table = lock(&self.table);
-        table.clear();
+        let kinds: HashMap<RoomKey, RoomKind> = table
+            .drain()
+            .map(|(key, entry)| (key, entry.kind))
+            .collect();
         for key in self.registry.keys() {
-            if self.registry.count(&key) > 0 {
-                if let Err(e) = self.start_room(&mut table, key.clone()) {
-                    log::warn!("rooms_sup: could not restart room {key}: {e}");
-                }
+            if self.registry.count(&key) == 0 {
+                continue;
+            }
+            let kind = match (kinds.get(&key), &key) {
+                (Some(kind), _) => kind.clone(),
+                (None, RoomKey::Book(_)) => RoomKind::Book,
+                (None, RoomKey::Named(name)) => match self.named_context(name) {
+                    Some(context) => RoomKind::Named(NamedRoom {
+                        context,
+                        hooks: Arc::clone(&self.named.hooks),
+                    }),
+                    None => continue,
+                },
+            };
+            if let Err(e) = self.start_room(&mut table, key.clone(), kind) {
+                log::warn!("rooms_sup: could not restart room {key}: {e}");
             }
         }
+        drop(table);
+        self.start_configured();
     }
 
     fn start_room(
         self: &Arc<Self>,
         table: &mut HashMap<RoomKey, RoomEntry>,
         key: RoomKey,
+        kind: RoomKind,
     ) -> Result<(), StartChildError> {
         let (mailbox, inbox) = async_channel::unbounded();
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
@@ -197,13 +366,26 @@ impl Rooms {
         let stop_mailbox = mailbox.clone();
         let room_key = key.clone();
         // In the table before the process exists, so that it always finds its own entry.
-        table.insert(key.clone(), RoomEntry { mailbox, serial });
+        let child_kind = match &kind {
+            RoomKind::Named(named) if named.context.configured => ChildKind::Permanent,
+            _ => ChildKind::Transient,
+        };
+        let room_kind = kind.clone();
+        table.insert(
+            key.clone(),
+            RoomEntry {
+                mailbox,
+                serial,
+                kind,
+            },
+        );
         let started = self.sup.start_child(ChildSpec {
             id: format!("room:{key}"),
-            kind: ChildKind::Transient,
+            kind: child_kind,
             start: Box::new(move || {
                 let room = Room {
                     key: room_key.clone(),
+                    kind: room_kind.clone(),
                     serial,
                     inbox: inbox.clone(),
                     registry: Arc::clone(&rooms.registry),

@@ -2,10 +2,11 @@
 use crate::config::Config;
 use crate::connection::End;
 use crate::events::{Event, Events};
+use crate::hooks::{DefaultPeer, DefaultRoom, PeerHooks, RoomHooks};
 use crate::listener::ListenerMsg;
-use crate::mailbox::{PeerMsg, PeerRef};
+use crate::mailbox::{Inbox, Mailbox, PeerMsg, PeerRef};
 use crate::registry::{PeerId, Registry, RegistryMsg, RoomKey};
-use crate::rooms_sup::Rooms;
+use crate::rooms_sup::{NamedRooms, Rooms};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use std::collections::HashMap;
 use std::fmt;
@@ -38,11 +39,11 @@ pub(crate) struct Shared {
     pub rooms: Arc<Rooms>,
     pub peers: DynamicSupervisor,
     pub events: Arc<Events>,
+    pub peer_hooks: Arc<dyn PeerHooks>,
     pub listener_inbox: async_channel::Receiver<ListenerMsg>,
     listener_mailbox: async_channel::Sender<ListenerMsg>,
     socket: Mutex<Option<async_net::TcpListener>>,
     local_addr: SocketAddr,
-    next_id: AtomicU64,
     open: AtomicUsize,
     capacity: event_listener::Event,
     directory: Mutex<HashMap<PeerId, Connected>>,
@@ -68,25 +69,33 @@ impl Drop for ConnectionGuard {
 }
 
 impl Shared {
-    pub fn next_peer_id(&self) -> PeerId {
-        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
     pub fn listening_socket(&self) -> Option<async_net::TcpListener> {
         lock(&self.socket).clone()
     }
 
+    /// A new connection: its peer id and mailbox, in the directory. The id is random, so that a
+    /// named-rooms peer's id cannot be guessed, below 2^53 so that JavaScript reads it exactly,
+    /// and held by no live peer.
     pub fn connection_opened(
         self: &Arc<Self>,
-        id: PeerId,
-        peer: PeerRef,
         addr: SocketAddr,
-    ) -> ConnectionGuard {
+    ) -> (PeerRef, Inbox, ConnectionGuard) {
+        use rand::RngExt;
         self.open.fetch_add(1, Ordering::AcqRel);
-        lock(&self.directory).insert(
+        let guard = ConnectionGuard(Arc::clone(self));
+        let mut directory = lock(&self.directory);
+        let mut rng = rand::rng();
+        let id = loop {
+            let id = rng.random_range(1..(1u64 << 53));
+            if !directory.contains_key(&id) {
+                break id;
+            }
+        };
+        let (peer, inbox) = Mailbox::new(id, self.config.outbound_limit_bytes);
+        directory.insert(
             id,
             Connected {
-                peer,
+                peer: peer.clone(),
                 info: PeerInfo {
                     id,
                     addr,
@@ -94,7 +103,7 @@ impl Shared {
                 },
             },
         );
-        ConnectionGuard(Arc::clone(self))
+        (peer, inbox, guard)
     }
 
     /// The semaphore taken before accept: no accept while `max_connections` are open.
@@ -323,8 +332,69 @@ pub struct ServerHandle {
     shared: Arc<Shared>,
 }
 
-/// Starts the application: binds the port, then the supervision tree.
+/// Starts the application with the default hooks: binds the port, then the supervision tree.
 pub fn start(config: Config) -> Result<ServerHandle, StartError> {
+    Server::new(config).start()
+}
+
+/// A server to start, with the named-rooms hooks of your choice (Membrane's
+/// `use Membrane.WebRTC.Server.Peer` / `Room`):
+///
+/// ```no_run
+/// use rtcserver::hooks::{Action, AuthData, PeerHooks};
+/// use rtcserver::rooms_protocol::RoomMessage;
+///
+/// /// Drops every message whose event is "spam".
+/// struct NoSpam;
+///
+/// impl PeerHooks for NoSpam {
+///     fn on_receive(&self, _peer: &AuthData, m: RoomMessage) -> Action<RoomMessage> {
+///         if m.event == "spam" { Action::Ignore } else { Action::Forward(m) }
+///     }
+/// }
+///
+/// let server = rtcserver::Server::new(rtcserver::Config::default())
+///     .peer_hooks(NoSpam)
+///     .start()
+///     .expect("port 30000 is free");
+/// ```
+pub struct Server {
+    config: Config,
+    peer_hooks: Arc<dyn PeerHooks>,
+    room_hooks: Arc<dyn RoomHooks>,
+}
+
+impl Server {
+    pub fn new(config: Config) -> Self {
+        Server {
+            config,
+            peer_hooks: Arc::new(DefaultPeer),
+            room_hooks: Arc::new(DefaultRoom),
+        }
+    }
+
+    pub fn peer_hooks(mut self, hooks: impl PeerHooks) -> Self {
+        self.peer_hooks = Arc::new(hooks);
+        self
+    }
+
+    pub fn room_hooks(mut self, hooks: impl RoomHooks) -> Self {
+        self.room_hooks = Arc::new(hooks);
+        self
+    }
+
+    /// Binds the port, then starts the supervision tree.
+    pub fn start(self) -> Result<ServerHandle, StartError> {
+        start_server(self)
+    }
+}
+
+fn start_server(server: Server) -> Result<ServerHandle, StartError> {
+    let Server {
+        config,
+        peer_hooks,
+        room_hooks,
+    } = server;
     let addr = config.socket_addr();
     let socket = bind(addr).map_err(|e| StartError::Bind(addr, e))?;
     let local_addr = socket.local_addr().map_err(|e| StartError::Bind(addr, e))?;
@@ -337,6 +407,12 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         Arc::clone(&registry),
         Arc::clone(&events),
         config.max_room_number,
+        NamedRooms {
+            configured: config.rooms.clone(),
+            auto_rooms: config.auto_rooms,
+            default_max_peers: config.default_max_peers,
+            hooks: room_hooks,
+        },
     );
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
@@ -350,11 +426,11 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         rooms,
         peers: DynamicSupervisor::new("peers_sup", intensity, observer.clone()),
         events,
+        peer_hooks,
         listener_inbox,
         listener_mailbox,
         socket: Mutex::new(Some(socket)),
         local_addr,
-        next_id: AtomicU64::new(0),
         open: AtomicUsize::new(0),
         capacity: event_listener::Event::new(),
         directory: Mutex::new(HashMap::new()),
@@ -367,6 +443,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     });
     let root = crate::rtcserver_sup::start(&shared, observer).map_err(StartError::Supervisor)?;
     let _ = shared.root.set(root.clone());
+    shared.rooms.start_configured();
     // When the root gives up, the application goes down with it: close what is still open.
     let monitor = Arc::clone(&shared);
     drop(bastion::executor::spawn(async move {
@@ -476,7 +553,12 @@ impl ServerHandle {
             CrashTarget::RoomsSup => s.rooms.supervisor().crash("injected crash of rooms_sup"),
             CrashTarget::PeersSup => s.peers.crash("injected crash of peers_sup"),
             CrashTarget::Room(key) => {
-                if !s.rooms.crash(key) {
+                // `room:42` is book room 42, or else a named room called "42".
+                let named = match key {
+                    RoomKey::Book(n) => Some(RoomKey::Named(n.to_string().into())),
+                    RoomKey::Named(_) => None,
+                };
+                if !s.rooms.crash(key) && !named.is_some_and(|k| s.rooms.crash(&k)) {
                     return Err(CrashError::NoSuchRoom(key.clone()));
                 }
             }
@@ -503,7 +585,10 @@ impl ServerHandle {
         s.peers.until_empty().await;
         // Every DOWN was queued before its peer left the table; the barrier waits for them.
         s.registry.sync().await;
-        s.rooms.supervisor().until_empty().await;
+        s.rooms
+            .supervisor()
+            .until_at_most(s.rooms.configured_count())
+            .await;
     }
 
     /// Orderly stop: every connection is closed with 1001, then the tree stops.

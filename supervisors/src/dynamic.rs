@@ -334,11 +334,9 @@ impl DynamicSupervisor {
             return;
         }
         table.entries.remove(&key);
-        let empty = table.entries.is_empty();
         drop(table);
-        if empty {
-            inner.emptied.notify(usize::MAX);
-        }
+        // Waiters check their own threshold; a wake-up per exit is cheap when nobody waits.
+        inner.emptied.notify(usize::MAX);
         if let Err(exceeded) = allowed {
             let reason = format!("{exceeded} (last: {id} {exit})");
             (inner.observer)(&SupervisorEvent::Escalated {
@@ -352,12 +350,17 @@ impl DynamicSupervisor {
 
     /// Resolves once the supervisor has no children (at once if it has none).
     pub async fn until_empty(&self) {
+        self.until_at_most(0).await
+    }
+
+    /// Resolves once the supervisor has at most `n` children.
+    pub async fn until_at_most(&self, n: usize) {
         loop {
-            if lock(&self.inner.table).entries.is_empty() {
+            if lock(&self.inner.table).entries.len() <= n {
                 return;
             }
             let listener = self.inner.emptied.listen();
-            if lock(&self.inner.table).entries.is_empty() {
+            if lock(&self.inner.table).entries.len() <= n {
                 return;
             }
             listener.await;

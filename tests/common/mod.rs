@@ -339,3 +339,75 @@ pub async fn relay_numbered(
     };
     futures_lite::future::zip(send, receive).await;
 }
+
+impl Client {
+    /// The next text frame as JSON.
+    pub async fn recv_json(&mut self) -> serde_json::Value {
+        let text = self.recv_text().await;
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    /// The next named-rooms message, checked to be `event`; returns its `data`.
+    pub async fn expect_event(&mut self, event: &str) -> serde_json::Value {
+        let m = self.recv_json().await;
+        assert_eq!(m["event"], event, "expected {event}, got {m}");
+        m["data"].clone()
+    }
+}
+
+/// A peer of `/socket/<room>`, authenticated: its id and the peers it found there.
+pub struct RoomPeer {
+    pub client: Client,
+    pub id: String,
+    pub found: Vec<String>,
+}
+
+impl RoomPeer {
+    pub async fn join(server: &TestServer, room: &str) -> RoomPeer {
+        Self::join_with(server, room, &[]).await
+    }
+
+    pub async fn join_with(server: &TestServer, room: &str, headers: &[(&str, &str)]) -> RoomPeer {
+        let mut client =
+            Client::connect_with(server.addr(), &format!("/socket/{room}"), headers).await;
+        let data = client.expect_event("authenticated").await;
+        assert_eq!(data["room"], room.trim_end_matches('/'));
+        let id = data["peer_id"]
+            .as_str()
+            .expect("peer_id is a string")
+            .to_owned();
+        let found = data["peers"]
+            .as_array()
+            .expect("peers is a list")
+            .iter()
+            .map(|p| p.as_str().expect("peer ids are strings").to_owned())
+            .collect();
+        RoomPeer { client, id, found }
+    }
+
+    pub async fn send(&mut self, json: serde_json::Value) {
+        self.client.send(&json.to_string()).await;
+    }
+
+    pub async fn expect_event(&mut self, event: &str) -> serde_json::Value {
+        self.client.expect_event(event).await
+    }
+
+    /// The next message, whole.
+    pub async fn recv_json(&mut self) -> serde_json::Value {
+        self.client.recv_json().await
+    }
+}
+
+impl TestServer {
+    /// The leak check, for a server whose `configured` rooms stay when empty.
+    pub async fn assert_clean_with_rooms(&self, configured: usize) {
+        within(WAIT, "the server to become idle", self.handle.until_idle()).await;
+        let stats = self.handle.stats();
+        assert_eq!(
+            (stats.peers, stats.rooms, stats.registrations),
+            (0, configured, 0),
+            "{stats:?}"
+        );
+    }
+}

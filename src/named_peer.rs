@@ -1,0 +1,131 @@
+//! A named-rooms peer's protocol logic: Membrane's `Membrane.WebRTC.Server.Peer`, without the
+//! socket. Like [`crate::peer::BookPeer`], each callback returns what the connection loop must
+//! do; messages to other peers go straight into their mailboxes (one hop), after the sender's
+//! `on_receive` and the room's `on_forward` hooks.
+use crate::hooks::{Action, AuthData, PeerHooks, RoomContext, RoomHooks};
+use crate::mailbox::{PeerMsg, PeerRef};
+use crate::peer::{Command, Handler};
+use crate::registry::{PeerId, Registry, RoomKey};
+use crate::rooms_protocol::{self, description, RoomMessage, To};
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::Message;
+use std::sync::Arc;
+use supervisors::StopReason;
+
+pub struct NamedPeer {
+    me: PeerRef,
+    key: RoomKey,
+    auth: AuthData,
+    room: Arc<RoomContext>,
+    registry: Arc<Registry>,
+    peer_hooks: Arc<dyn PeerHooks>,
+    room_hooks: Arc<dyn RoomHooks>,
+}
+
+impl NamedPeer {
+    pub fn new(
+        me: PeerRef,
+        auth: AuthData,
+        room: Arc<RoomContext>,
+        registry: Arc<Registry>,
+        peer_hooks: Arc<dyn PeerHooks>,
+        room_hooks: Arc<dyn RoomHooks>,
+    ) -> Self {
+        NamedPeer {
+            me,
+            key: RoomKey::Named(room.name.as_str().into()),
+            auth,
+            room,
+            registry,
+            peer_hooks,
+            room_hooks,
+        }
+    }
+
+    pub fn auth(&self) -> &AuthData {
+        &self.auth
+    }
+
+    /// A message for this peer's own socket, through its `on_send` hook.
+    pub fn outgoing(&self, message: RoomMessage) -> Option<Command> {
+        match self.peer_hooks.on_send(&self.auth, message) {
+            Action::Forward(m) => Some(Command::Send(Message::text(m.to_text()))),
+            Action::Ignore => None,
+        }
+    }
+
+    fn received(&self, text: &str) -> Option<Command> {
+        let message = match rooms_protocol::parse(text) {
+            Ok(m) => m,
+            Err(e) => {
+                log::debug!("peer {}: invalid message: {e}", self.me.id());
+                return self.outgoing(RoomMessage::error(description::INVALID_MESSAGE));
+            }
+        };
+        let Action::Forward(message) = self.peer_hooks.on_receive(&self.auth, message) else {
+            return None;
+        };
+        let Action::Forward(mut message) = self.room_hooks.on_forward(&self.room, message) else {
+            return None;
+        };
+        // The server's `from`, whatever a client or a hook put there.
+        message.from = Some(self.me.id().to_string());
+        // About the size on the wire, for the receivers' queue limits.
+        let bytes = text.len() + 32;
+        match message.to.clone().unwrap_or(To::All) {
+            To::All => {
+                self.registry
+                    .for_each_other(&self.key, self.me.id(), |other| {
+                        other.deliver(message.clone(), bytes);
+                    });
+                None
+            }
+            To::Peers(ids) => {
+                let wanted: Vec<PeerId> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+                let found = self.registry.find(&self.key, &wanted);
+                for peer in &found {
+                    peer.deliver(message.clone(), bytes);
+                }
+                let mut unknown: Vec<String> = Vec::new();
+                for id in ids {
+                    let reached = id
+                        .parse::<PeerId>()
+                        .is_ok_and(|n| found.iter().any(|p| p.id() == n));
+                    if !reached && !unknown.contains(&id) {
+                        unknown.push(id);
+                    }
+                }
+                if unknown.is_empty() {
+                    None
+                } else {
+                    self.outgoing(RoomMessage::unknown_peers(&unknown))
+                }
+            }
+        }
+    }
+}
+
+impl Handler for NamedPeer {
+    async fn handle_text(&mut self, frame: Message) -> Option<Command> {
+        match &frame {
+            Message::Text(text) => self.received(text.as_str()),
+            _ => None,
+        }
+    }
+
+    fn handle_info(&mut self, msg: PeerMsg) -> Option<Command> {
+        match msg {
+            PeerMsg::Event(message, _) => self.outgoing(*message),
+            // Nothing relays raw frames to a named peer; pass one on should that change.
+            PeerMsg::Relay(frame) => Some(Command::Send(frame)),
+            PeerMsg::Overflow => Some(Command::Close(CloseCode::Policy, "outbound queue full")),
+            PeerMsg::Crash => panic!("injected crash of peer {}", self.me.id()),
+            PeerMsg::Stop(StopReason::Shutdown) => {
+                Some(Command::Close(CloseCode::Away, "server shutting down"))
+            }
+            PeerMsg::Stop(StopReason::SupervisorDown) => {
+                Some(Command::Close(CloseCode::Error, "supervisor down"))
+            }
+        }
+    }
+}

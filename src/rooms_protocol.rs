@@ -1,0 +1,279 @@
+//! The wire format of the named-rooms endpoint (`/socket/:room`), after Membrane WebRTC Server:
+//! `{"event": string, "data": any, "from"?: peer_id, "to"?: [peer_id] | "all"}`. No I/O.
+//!
+//! Client to server, only `event` (a string), `data` and `to` are read; `from` is the server's to
+//! set and any other field is dropped. Server to client, the fields go out in the order
+//! `event`, `data`, `from`, `to`, and `from`/`to` only when set.
+use crate::registry::PeerId;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+
+/// Who a message is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum To {
+    /// Every other peer of the room.
+    All,
+    /// These peers (a peer id that is not a number cannot be in the room).
+    Peers(Vec<String>),
+}
+
+/// A message of the named-rooms protocol, in either direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomMessage {
+    pub event: String,
+    pub data: Value,
+    pub from: Option<String>,
+    pub to: Option<To>,
+}
+
+/// Why a client's text is not a message; answered with `error` `invalid_message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidMessage(pub String);
+
+impl fmt::Display for InvalidMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidMessage {}
+
+/// The `description` of an `error` event.
+pub mod description {
+    pub const ROOM_IS_FULL: &str = "room_is_full";
+    pub const UNKNOWN_PEER: &str = "unknown_peer";
+    pub const INVALID_MESSAGE: &str = "invalid_message";
+}
+
+/// The close code that follows a refused join (an application code, RFC 6455 §7.4.2).
+pub const JOIN_REFUSED_CLOSE: u16 = 4000;
+
+impl RoomMessage {
+    /// A message from the server itself (no `from`, no `to`).
+    pub fn server(event: &str, data: Value) -> Self {
+        RoomMessage {
+            event: event.to_owned(),
+            data,
+            from: None,
+            to: None,
+        }
+    }
+
+    pub fn authenticated(peer: PeerId, room: &str, peers: &[PeerId]) -> Self {
+        let peers: Vec<String> = peers.iter().map(PeerId::to_string).collect();
+        Self::server(
+            "authenticated",
+            serde_json::json!({ "peer_id": peer.to_string(), "room": room, "peers": peers }),
+        )
+    }
+
+    pub fn joined(peer: PeerId) -> Self {
+        Self::server("joined", serde_json::json!({ "peer_id": peer.to_string() }))
+    }
+
+    pub fn left(peer: PeerId) -> Self {
+        Self::server("left", serde_json::json!({ "peer_id": peer.to_string() }))
+    }
+
+    pub fn error(description: &str) -> Self {
+        Self::server("error", serde_json::json!({ "description": description }))
+    }
+
+    /// `unknown_peer`, naming the addressees that are not in the room.
+    pub fn unknown_peers(peers: &[String]) -> Self {
+        Self::server(
+            "error",
+            serde_json::json!({ "description": description::UNKNOWN_PEER, "peers": peers }),
+        )
+    }
+
+    /// The wire text.
+    pub fn to_text(&self) -> String {
+        // Serialising a Value-holding struct into a String cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Parses a client's text: a JSON object with a string `event`; `to` a list of peer ids or
+/// `"all"` (absent means `"all"`); `data` anything (absent means `null`).
+pub fn parse(text: &str) -> Result<RoomMessage, InvalidMessage> {
+    let wire: ClientWire = serde_json::from_str(text).map_err(|e| InvalidMessage(e.to_string()))?;
+    Ok(RoomMessage {
+        event: wire.event,
+        data: wire.data,
+        from: None,
+        to: Some(wire.to),
+    })
+}
+
+struct ClientWire {
+    event: String,
+    data: Value,
+    to: To,
+}
+
+impl<'de> Deserialize<'de> for ClientWire {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ClientVisitor)
+    }
+}
+
+struct ClientVisitor;
+
+impl<'de> Visitor<'de> for ClientVisitor {
+    type Value = ClientWire;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object with a string \"event\"")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ClientWire, A::Error> {
+        let (mut event, mut data, mut to) = (None, None, None);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "event" if event.is_none() => event = Some(map.next_value::<String>()?),
+                "data" if data.is_none() => data = Some(map.next_value::<Value>()?),
+                "to" if to.is_none() => to = Some(map.next_value::<ToWire>()?.0),
+                "event" | "data" | "to" => {
+                    return Err(de::Error::custom(format!("duplicate field {key:?}")))
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(ClientWire {
+            event: event.ok_or_else(|| de::Error::missing_field("event"))?,
+            data: data.unwrap_or(Value::Null),
+            to: to.unwrap_or(To::All),
+        })
+    }
+}
+
+struct ToWire(To);
+
+impl<'de> Deserialize<'de> for ToWire {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            List(Vec<String>),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            de::Error::custom("\"to\" must be \"all\" or a list of peer ids (strings)")
+        })? {
+            Raw::Word(w) if w == "all" => Ok(ToWire(To::All)),
+            Raw::Word(w) => Err(de::Error::custom(format!(
+                "\"to\" must be \"all\" or a list, not {w:?}"
+            ))),
+            Raw::List(ids) => Ok(ToWire(To::Peers(ids))),
+        }
+    }
+}
+
+impl Serialize for To {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            To::All => s.serialize_str("all"),
+            To::Peers(ids) => ids.serialize(s),
+        }
+    }
+}
+
+impl Serialize for RoomMessage {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let len = 2 + usize::from(self.from.is_some()) + usize::from(self.to.is_some());
+        let mut map = s.serialize_map(Some(len))?;
+        map.serialize_entry("event", &self.event)?;
+        map.serialize_entry("data", &self.data)?;
+        if let Some(from) = &self.from {
+            map.serialize_entry("from", from)?;
+        }
+        if let Some(to) = &self.to {
+            map.serialize_entry("to", to)?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_message_keeps_event_data_and_to_and_drops_the_rest() {
+        let m = parse(r#"{"from":"forged","x":1,"event":"offer","data":{"sdp":"v=0"},"to":["7"]}"#)
+            .unwrap();
+        assert_eq!(m.event, "offer");
+        assert_eq!(m.from, None);
+        assert_eq!(m.to, Some(To::Peers(vec!["7".into()])));
+        let sent = RoomMessage {
+            from: Some("3".into()),
+            ..m
+        };
+        assert_eq!(
+            sent.to_text(),
+            r#"{"event":"offer","data":{"sdp":"v=0"},"from":"3","to":["7"]}"#
+        );
+    }
+
+    #[test]
+    fn to_defaults_to_all_and_data_to_null() {
+        let m = parse(r#"{"event":"hello"}"#).unwrap();
+        assert_eq!(m.to, Some(To::All));
+        assert_eq!(m.data, Value::Null);
+        assert_eq!(
+            RoomMessage {
+                from: Some("1".into()),
+                ..m
+            }
+            .to_text(),
+            r#"{"event":"hello","data":null,"from":"1","to":"all"}"#
+        );
+    }
+
+    #[test]
+    fn invalid_messages_are_refused() {
+        for bad in [
+            "not json",
+            "[1,2]",
+            "42",
+            r#"{"data":1}"#,
+            r#"{"event":5}"#,
+            r#"{"event":"x","to":"everyone"}"#,
+            r#"{"event":"x","to":[1,2]}"#,
+            r#"{"event":"x","to":{"a":1}}"#,
+            r#"{"event":"x","event":"y"}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn server_events_are_byte_exact() {
+        assert_eq!(
+            RoomMessage::authenticated(5, "lobby", &[3, 4]).to_text(),
+            r#"{"event":"authenticated","data":{"peer_id":"5","room":"lobby","peers":["3","4"]}}"#
+        );
+        assert_eq!(
+            RoomMessage::joined(9).to_text(),
+            r#"{"event":"joined","data":{"peer_id":"9"}}"#
+        );
+        assert_eq!(
+            RoomMessage::left(9).to_text(),
+            r#"{"event":"left","data":{"peer_id":"9"}}"#
+        );
+        assert_eq!(
+            RoomMessage::error(description::ROOM_IS_FULL).to_text(),
+            r#"{"event":"error","data":{"description":"room_is_full"}}"#
+        );
+        assert_eq!(
+            RoomMessage::unknown_peers(&["8".into()]).to_text(),
+            r#"{"event":"error","data":{"description":"unknown_peer","peers":["8"]}}"#
+        );
+    }
+}
