@@ -1,6 +1,7 @@
 //! What the server is started with: the book's cowboy options plus our own.
 use crate::auth::Accounts;
 use crate::hooks::RoomContext;
+use crate::tls::TlsFiles;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,6 +38,12 @@ pub struct Config {
     pub default_max_peers: usize,
     /// Who may connect to `/socket/:room`; nobody is checked when empty.
     pub accounts: Accounts,
+    /// Certificate and key (PEM): HTTPS and WSS on `tls_port` beside the plain port.
+    pub tls: Option<TlsFiles>,
+    /// 8443 by default; 0 picks a free port.
+    pub tls_port: u16,
+    /// With `tls`: no plain port at all.
+    pub tls_only: bool,
 }
 
 impl Default for Config {
@@ -57,6 +64,9 @@ impl Default for Config {
             auto_rooms: true,
             default_max_peers: 2,
             accounts: Accounts::default(),
+            tls: None,
+            tls_port: 8443,
+            tls_only: false,
         }
     }
 }
@@ -67,6 +77,7 @@ impl Config {
         Config {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
+            tls_port: 0,
             ..Config::default()
         }
     }

@@ -10,13 +10,14 @@ use crate::registry::PeerId;
 use crate::rooms_protocol::{self, RoomMessage};
 use crate::rooms_sup::NamedJoinError;
 use crate::rtcserver_app::Shared;
+use crate::tls::Stream;
 use async_net::TcpStream;
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
-use futures_lite::{FutureExt, Stream};
+use futures_lite::{FutureExt, Stream as _};
 use futures_util::SinkExt;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -25,19 +26,43 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<Stream>;
 
 /// Relayed frames written before one flush: batching without holding frames back.
 const MAX_BATCH: usize = 64;
 
-/// The whole life of an accepted connection.
+/// The whole life of an accepted connection; `tls` when it came to the TLS port.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    tcp: TcpStream,
     addr: SocketAddr,
+    tls: bool,
     inbox: Inbox,
 ) {
     let id = inbox.owner().id();
+    let mut stream = match (tls, &shared.tls) {
+        (false, _) => Stream::Plain(tcp),
+        (true, Some(acceptor)) => {
+            // The TLS handshake counts against the handshake timeout, as the request does.
+            let handshake = async { Some(acceptor.accept(tcp).await) };
+            let timeout = async {
+                async_io::Timer::after(shared.config.handshake_timeout).await;
+                None
+            };
+            match futures_lite::future::or(handshake, timeout).await {
+                Some(Ok(tls)) => Stream::Tls(Box::new(tls)),
+                Some(Err(e)) => {
+                    log::warn!("{addr}: TLS handshake failed: {e}");
+                    return;
+                }
+                None => {
+                    log::warn!("{addr}: no TLS handshake within the handshake timeout");
+                    return;
+                }
+            }
+        }
+        (true, None) => return,
+    };
     let request = match http::read_request(&mut stream, shared.config.handshake_timeout).await {
         Ok(request) => request,
         Err(http::ReadError::Closed) | Err(http::ReadError::Io(_)) => return,
@@ -106,7 +131,7 @@ pub(crate) async fn serve(
 
 async fn serve_file(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rel: &str,
     head_only: bool,
 ) -> std::io::Result<()> {
@@ -117,7 +142,7 @@ async fn serve_file(
 }
 
 /// Answers 101 and makes the WebSocket; `None` if the client is gone.
-async fn upgrade(shared: &Shared, mut stream: TcpStream, request: http::Request) -> Option<Ws> {
+async fn upgrade(shared: &Shared, mut stream: Stream, request: http::Request) -> Option<Ws> {
     let key = request.ws_key.as_deref().unwrap_or_default();
     futures_lite::AsyncWriteExt::write_all(&mut stream, http::switching_protocols(key).as_bytes())
         .await
@@ -137,7 +162,7 @@ async fn upgrade(shared: &Shared, mut stream: TcpStream, request: http::Request)
 /// (400 / 401, no socket), then the room decides on the join (`error` and close 4000 if no).
 async fn serve_named(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    mut stream: Stream,
     request: http::Request,
     name: String,
     client: &str,
@@ -226,7 +251,7 @@ async fn serve_named(
 
 /// An HTTP error instead of the upgrade, logged once.
 async fn refuse(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     request: &http::Request,
     client: &str,
     status: u16,

@@ -278,7 +278,8 @@ pub async fn respond<S: futures_lite::AsyncWrite + Unpin>(
     if !head_only {
         stream.write_all(body).await?;
     }
-    stream.flush().await
+    // Over TLS this sends close_notify, so the client knows the body is whole.
+    stream.close().await
 }
 
 pub fn content_type(path: &str) -> &'static str {

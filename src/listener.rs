@@ -15,18 +15,32 @@ pub enum ListenerMsg {
 }
 
 enum Next {
-    Accepted(std::io::Result<(async_net::TcpStream, std::net::SocketAddr)>),
+    /// From the plain port, or (`true`) the TLS port.
+    Accepted(
+        std::io::Result<(async_net::TcpStream, std::net::SocketAddr)>,
+        bool,
+    ),
     Msg(ListenerMsg),
     Closed,
 }
 
 pub(crate) async fn run(shared: Arc<Shared>) {
-    let Some(socket) = shared.listening_socket() else {
+    let (plain, tls) = shared.listening_sockets();
+    if plain.is_none() && tls.is_none() {
         return;
-    };
+    }
     loop {
         shared.wait_for_capacity().await;
-        let accept = async { Next::Accepted(socket.accept().await) };
+        let accept_on = |socket: &Option<async_net::TcpListener>, is_tls: bool| {
+            let socket = socket.clone();
+            async move {
+                match socket {
+                    Some(s) => Next::Accepted(s.accept().await, is_tls),
+                    None => std::future::pending().await,
+                }
+            }
+        };
+        let accept = futures_lite::future::or(accept_on(&plain, false), accept_on(&tls, true));
         let control = async {
             match shared.listener_inbox.recv().await {
                 Ok(msg) => Next::Msg(msg),
@@ -34,11 +48,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
         };
         match futures_lite::future::or(control, accept).await {
-            Next::Accepted(Ok((stream, addr))) => {
+            Next::Accepted(Ok((stream, addr)), is_tls) => {
                 let _ = stream.set_nodelay(true);
-                crate::peers_sup::start_peer(&shared, stream, addr);
+                crate::peers_sup::start_peer(&shared, stream, addr, is_tls);
             }
-            Next::Accepted(Err(e)) => {
+            Next::Accepted(Err(e), _) => {
                 // EMFILE and friends: back off instead of spinning on the error.
                 log::warn!("listener: accept failed: {e}");
                 async_io::Timer::after(Duration::from_millis(50)).await;

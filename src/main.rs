@@ -51,6 +51,18 @@ struct Cli {
     /// max_peers of a room started on demand [default: 2, or the rooms file's].
     #[arg(long)]
     max_peers: Option<usize>,
+    /// Certificate chain (PEM): serve HTTPS and WSS on --tls-port too.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Port of HTTPS and WSS.
+    #[arg(long, default_value_t = 8443)]
+    tls_port: u16,
+    /// Serve only TLS: no plain port.
+    #[arg(long, requires = "tls_cert")]
+    tls_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -127,6 +139,11 @@ fn main() -> ExitCode {
             }
         }
     }
+    if let (Some(cert), Some(key)) = (cli.tls_cert, cli.tls_key) {
+        config.tls = Some(rtcserver::tls::TlsFiles { cert, key });
+    }
+    config.tls_port = cli.tls_port;
+    config.tls_only = cli.tls_only;
     if cli.no_auto_rooms {
         config.auto_rooms = false;
     }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use supervisors::{ChildKind, ChildSpec};
 
-pub(crate) fn start_peer(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
+pub(crate) fn start_peer(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, tls: bool) {
     let (peer, inbox, guard) = shared.connection_opened(addr);
     let id = peer.id();
     let mut once = Some((Arc::clone(shared), stream, inbox, guard));
@@ -21,7 +21,7 @@ pub(crate) fn start_peer(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAd
         start: Box::new(move || match once.take() {
             Some((shared, stream, inbox, guard)) => Box::pin(async move {
                 let _guard = guard;
-                crate::connection::serve(shared, stream, addr, inbox).await
+                crate::connection::serve(shared, stream, addr, tls, inbox).await
             }),
             // A temporary child is started once; nothing to do if asked again.
             None => Box::pin(async {}),

@@ -43,7 +43,10 @@ pub(crate) struct Shared {
     pub listener_inbox: async_channel::Receiver<ListenerMsg>,
     listener_mailbox: async_channel::Sender<ListenerMsg>,
     socket: Mutex<Option<async_net::TcpListener>>,
-    local_addr: SocketAddr,
+    tls_socket: Mutex<Option<async_net::TcpListener>>,
+    pub tls: Option<futures_rustls::TlsAcceptor>,
+    local_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
     open: AtomicUsize,
     capacity: event_listener::Event,
     directory: Mutex<HashMap<PeerId, Connected>>,
@@ -69,8 +72,14 @@ impl Drop for ConnectionGuard {
 }
 
 impl Shared {
-    pub fn listening_socket(&self) -> Option<async_net::TcpListener> {
-        lock(&self.socket).clone()
+    /// The plain and the TLS listening sockets (none once the server stops).
+    pub fn listening_sockets(
+        &self,
+    ) -> (
+        Option<async_net::TcpListener>,
+        Option<async_net::TcpListener>,
+    ) {
+        (lock(&self.socket).clone(), lock(&self.tls_socket).clone())
     }
 
     /// A new connection: its peer id and mailbox, in the directory. The id is random, so that a
@@ -181,6 +190,7 @@ impl Shared {
             root.stop();
         }
         lock(&self.socket).take();
+        lock(&self.tls_socket).take();
         self.listener_mailbox.close();
         let grace = self.config.shutdown_grace;
         let left = self.peers.shutdown_with(reason, grace).await;
@@ -218,6 +228,7 @@ impl Shared {
 #[derive(Debug)]
 pub enum StartError {
     Bind(SocketAddr, std::io::Error),
+    Tls(crate::tls::TlsError),
     Supervisor(supervisors::StartError),
 }
 
@@ -225,6 +236,7 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            StartError::Tls(e) => write!(f, "cannot set up TLS: {e}"),
             StartError::Supervisor(e) => write!(f, "cannot start the supervision tree: {e}"),
         }
     }
@@ -395,9 +407,27 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
         peer_hooks,
         room_hooks,
     } = server;
-    let addr = config.socket_addr();
-    let socket = bind(addr).map_err(|e| StartError::Bind(addr, e))?;
-    let local_addr = socket.local_addr().map_err(|e| StartError::Bind(addr, e))?;
+    let tls = match &config.tls {
+        Some(files) => Some(crate::tls::acceptor(files).map_err(StartError::Tls)?),
+        None => None,
+    };
+    let bind_at = |addr: SocketAddr| -> Result<(async_net::TcpListener, SocketAddr), StartError> {
+        let socket = bind(addr).map_err(|e| StartError::Bind(addr, e))?;
+        let local = socket.local_addr().map_err(|e| StartError::Bind(addr, e))?;
+        Ok((socket, local))
+    };
+    let (socket, local_addr) = if tls.is_some() && config.tls_only {
+        (None, None)
+    } else {
+        let (s, a) = bind_at(config.socket_addr())?;
+        (Some(s), Some(a))
+    };
+    let (tls_socket, tls_addr) = if tls.is_some() {
+        let (s, a) = bind_at(SocketAddr::new(config.bind, config.tls_port))?;
+        (Some(s), Some(a))
+    } else {
+        (None, None)
+    };
     let events = Arc::new(Events::default());
     let observer = observer(Arc::clone(&events));
     let intensity = RestartIntensity::new(config.max_restarts, config.restart_period);
@@ -429,8 +459,11 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
         peer_hooks,
         listener_inbox,
         listener_mailbox,
-        socket: Mutex::new(Some(socket)),
+        socket: Mutex::new(socket),
+        tls_socket: Mutex::new(tls_socket),
+        tls,
         local_addr,
+        tls_addr,
         open: AtomicUsize::new(0),
         capacity: event_listener::Event::new(),
         directory: Mutex::new(HashMap::new()),
@@ -451,7 +484,12 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
             monitor.teardown(StopReason::SupervisorDown).await;
         }
     }));
-    log::info!("rtcserver listening on {local_addr}");
+    if let Some(addr) = local_addr {
+        log::info!("rtcserver listening on {addr}");
+    }
+    if let Some(addr) = tls_addr {
+        log::info!("rtcserver listening with TLS on {addr} (https, wss)");
+    }
     Ok(ServerHandle { shared })
 }
 
@@ -476,8 +514,17 @@ fn observer(events: Arc<Events>) -> supervisors::Observer {
 }
 
 impl ServerHandle {
+    /// The plain port's address; the TLS port's in `--tls-only` mode.
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local_addr
+        self.shared
+            .local_addr
+            .or(self.shared.tls_addr)
+            .unwrap_or_else(|| self.shared.config.socket_addr())
+    }
+
+    /// The TLS port's address, when TLS is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.shared.tls_addr
     }
 
     pub fn events(&self) -> async_channel::Receiver<Event> {
