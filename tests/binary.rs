@@ -3,12 +3,15 @@ mod common;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use common::*;
 use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 
-#[test]
-fn sigterm_closes_every_connection_with_1001_and_exits_0() {
+/// The built binary with `args`, its log lines, and the address it says it listens on.
+fn spawn(args: &[&str]) -> (Child, Receiver<String>, SocketAddr) {
     let mut server = Command::new(env!("CARGO_BIN_EXE_rtcserver"))
         .args(["--bind", "127.0.0.1", "--port", "0", "--log-level", "info"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -31,7 +34,7 @@ fn sigterm_closes_every_connection_with_1001_and_exits_0() {
             }
         });
     }
-    let addr: std::net::SocketAddr = loop {
+    let addr: SocketAddr = loop {
         let line = lines
             .recv_timeout(WAIT)
             .expect("a log line within the wait");
@@ -39,6 +42,12 @@ fn sigterm_closes_every_connection_with_1001_and_exits_0() {
             break addr.trim().parse().expect("an address");
         }
     };
+    (server, lines, addr)
+}
+
+#[test]
+fn sigterm_closes_every_connection_with_1001_and_exits_0() {
+    let (mut server, lines, addr) = spawn(&[]);
     let pid = server.id();
     run(async {
         let page = raw_http(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
@@ -70,4 +79,38 @@ fn sigterm_closes_every_connection_with_1001_and_exits_0() {
         log.iter().any(|l| l.contains("connected from 127.0.0.1")),
         "{log:?}"
     );
+}
+
+#[test]
+fn the_rooms_file_sets_rooms_and_accounts() {
+    let dir = std::env::temp_dir().join(format!("rtcserver-rooms-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("rooms.toml");
+    std::fs::write(
+        &file,
+        "auto_rooms = false\n[[rooms]]\nname = \"standup\"\nmax_peers = 3\n\n[[users]]\nusername = \"alice\"\npassword = \"wonderland\"\n",
+    )
+    .expect("write the rooms file");
+    let (mut server, _lines, addr) = spawn(&["--rooms", file.to_str().expect("utf-8 path")]);
+    run(async {
+        let upgrade = |path: &str, extra: &str| {
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n{UPGRADE_HEADERS}{extra}\r\n")
+        };
+        let no_auth = raw_http(addr, &upgrade("/socket/standup", "")).await;
+        assert!(no_auth.starts_with("HTTP/1.1 401 "), "{no_auth}");
+        let cookie = r#"credentials={"username":"alice","password":"wonderland"}"#;
+        let unknown = raw_http(
+            addr,
+            &upgrade("/socket/adhoc", &format!("Cookie: {cookie}\r\n")),
+        )
+        .await;
+        assert!(unknown.starts_with("HTTP/1.1 404 "), "{unknown}");
+        let mut a = Client::connect_with(addr, "/socket/standup", &[("cookie", cookie)]).await;
+        let data = a.expect_event("authenticated").await;
+        assert_eq!(data["room"], "standup");
+        a.close().await;
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }
