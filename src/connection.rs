@@ -103,7 +103,8 @@ pub(crate) async fn serve(
                 Arc::clone(&shared.registry),
                 Arc::clone(&shared.rooms),
                 Arc::clone(&shared.events),
-            );
+            )
+            .with_chaos(shared.chaos.clone());
             let end = run(ws, handler, inbox).await;
             match &end {
                 End::Closed => log::info!("peer {id} ({client}) disconnected"),

@@ -12,10 +12,15 @@
 //!
 //! And the pieces without a process: [`book_protocol`] (the wire format, no I/O), [`http`]
 //! (upgrade and static files), [`mailbox`] (a peer's bounded inbox), [`events`], [`config`].
+//!
+//! Fault injection and introspection: [`admin`] (the admin API and observer page, on a listener
+//! of its own), [`metrics`] (Prometheus counters), [`chaos`] (seeded random crashes).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app_env;
 pub mod book_protocol;
+pub mod chaos;
 pub mod config;
 pub mod connection;
 pub mod erlang_term;
@@ -23,6 +28,7 @@ pub mod events;
 pub mod http;
 pub mod listener;
 pub mod mailbox;
+pub mod metrics;
 pub mod peer;
 pub mod peers_sup;
 pub mod registry;

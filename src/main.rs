@@ -42,6 +42,8 @@ struct Cli {
     /// ... within this many seconds.
     #[arg(long, default_value_t = 10)]
     restart_period_secs: u64,
+    #[command(flatten)]
+    admin: rtcserver::admin::cli::AdminArgs,
 }
 
 fn main() -> ExitCode {
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         restart_period: Duration::from_secs(cli.restart_period_secs),
         ..Config::default()
     };
+    cli.admin.apply(&mut config);
     if let Some(dir) = cli.static_dir.or_else(|| env.static_dir.map(PathBuf::from)) {
         config.static_dir = dir;
     }

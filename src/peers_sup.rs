@@ -11,7 +11,11 @@ use supervisors::{ChildKind, ChildSpec};
 
 pub(crate) fn start_peer(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let id = shared.next_peer_id();
-    let (peer, inbox) = Mailbox::new(id, shared.config.outbound_limit_bytes);
+    let (peer, inbox) = Mailbox::counted(
+        id,
+        shared.config.outbound_limit_bytes,
+        Arc::clone(&shared.metrics.relay),
+    );
     let guard = shared.connection_opened(id, peer.clone(), addr);
     let mut once = Some((Arc::clone(shared), stream, inbox, guard));
     let stop_peer = peer.clone();
