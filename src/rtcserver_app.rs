@@ -501,6 +501,16 @@ impl ServerHandle {
         if root.outcome().is_some() {
             return Err(CrashError::Stopped);
         }
+        // Checked first so that the log line names only what is really crashed.
+        match target {
+            CrashTarget::Room(key) if !s.rooms.contains(key) => {
+                return Err(CrashError::NoSuchRoom(key.clone()))
+            }
+            CrashTarget::Peer(id) if !lock(&s.directory).contains_key(id) => {
+                return Err(CrashError::NoSuchPeer(*id))
+            }
+            _ => {}
+        }
         log::warn!("crashing {target} {cause}");
         match target {
             CrashTarget::Root => root.escalate("injected crash of rtcserver_sup"),

@@ -2,8 +2,8 @@
 //!
 //! The subscription is bounded: a client that falls [`BACKLOG`] events behind is dropped (its
 //! stream ends with a comment saying so; an `EventSource` reconnects by itself) rather than
-//! making the server buffer for it without bound. A write that stalls past [`WRITE_TIMEOUT`]
-//! ends the stream too.
+//! making the server buffer for it without bound. A write that stalls for 10 s ends the stream
+//! too.
 use super::view;
 use crate::events::Event;
 use crate::rtcserver_app::ServerHandle;
