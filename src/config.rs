@@ -44,6 +44,18 @@ pub struct Config {
     pub tls_port: u16,
     /// With `tls`: no plain port at all.
     pub tls_only: bool,
+    /// The admin API (live tree, crashes on request, metrics, events); `None`: not started.
+    pub admin_bind: Option<SocketAddr>,
+    /// Whether a failure to bind `admin_bind` stops the start. Off for the default address, so
+    /// that a second server on the machine still starts (it logs why it has no admin API).
+    pub admin_bind_required: bool,
+    /// Required as `Authorization: Bearer <token>` when set; a non-loopback `admin_bind`
+    /// without one is refused.
+    pub admin_token: Option<crate::admin::AdminToken>,
+    /// Chaos mode: crash children at these rates.
+    pub chaos: Option<crate::chaos::ChaosSpec>,
+    /// The seed of chaos mode's decisions; drawn (and logged) when `None`.
+    pub chaos_seed: Option<u64>,
 }
 
 impl Default for Config {
@@ -67,6 +79,11 @@ impl Default for Config {
             tls: None,
             tls_port: 8443,
             tls_only: false,
+            admin_bind: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 30001)),
+            admin_bind_required: false,
+            admin_token: None,
+            chaos: None,
+            chaos_seed: None,
         }
     }
 }
@@ -78,6 +95,8 @@ impl Config {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
             tls_port: 0,
+            admin_bind: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)),
+            admin_bind_required: true,
             ..Config::default()
         }
     }

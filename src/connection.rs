@@ -118,7 +118,8 @@ pub(crate) async fn serve(
                 Arc::clone(&shared.registry),
                 Arc::clone(&shared.rooms),
                 Arc::clone(&shared.events),
-            );
+            )
+            .with_chaos(shared.chaos.clone());
             let end = run(ws, handler, inbox).await;
             log_end(id, &client, &end);
             shared.bad_input(&end);
@@ -211,7 +212,8 @@ async fn serve_named(
                 Arc::clone(&shared.registry),
                 Arc::clone(&hooks),
                 Arc::clone(shared.rooms.named_hooks()),
-            );
+            )
+            .with_chaos(shared.chaos.clone());
             let welcome = RoomMessage::authenticated(id, &room.name, &members);
             let welcomed = match handler.outgoing(welcome) {
                 Some(Command::Send(frame)) => ws.send(frame).await.is_ok(),

@@ -31,6 +31,8 @@ pub enum Event {
         room: RoomKey,
     },
     Supervision(SupervisorEvent),
+    /// Chaos mode decided to crash a child (published just before the crash).
+    ChaosCrash(crate::chaos::ChaosCrash),
 }
 
 /// A broadcast of [`Event`]s to unbounded subscriber queues; free when nobody listens.
@@ -49,6 +51,16 @@ impl Events {
         rx
     }
 
+    /// A subscription of at most `capacity` undelivered events: a subscriber that falls that far
+    /// behind is dropped (its receiver ends) instead of making the server buffer without bound.
+    pub fn subscribe_bounded(&self, capacity: usize) -> async_channel::Receiver<Event> {
+        let (tx, rx) = async_channel::bounded(capacity.max(1));
+        let mut subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        subs.push(tx);
+        self.count.store(subs.len(), Ordering::Release);
+        rx
+    }
+
     pub fn publish(&self, event: Event) {
         if self.count.load(Ordering::Acquire) == 0 {
             return;
@@ -56,5 +68,25 @@ impl Events {
         let mut subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
         subs.retain(|s| s.try_send(event.clone()).is_ok());
         self.count.store(subs.len(), Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bounded_subscriber_that_falls_behind_is_dropped() {
+        let events = Events::default();
+        let slow = events.subscribe_bounded(2);
+        let fast = events.subscribe();
+        for peer in 0..3 {
+            events.publish(Event::Disconnected { peer });
+        }
+        assert_eq!(slow.try_recv(), Ok(Event::Disconnected { peer: 0 }));
+        assert_eq!(slow.try_recv(), Ok(Event::Disconnected { peer: 1 }));
+        assert!(slow.try_recv().is_err());
+        assert!(slow.is_closed(), "dropped, not left to catch up");
+        assert_eq!(fast.len(), 3);
     }
 }

@@ -14,11 +14,16 @@
 //! And the pieces without a process: [`book_protocol`] and [`rooms_protocol`] (the wire
 //! formats, no I/O), [`auth`] (credentials, checked before the upgrade), [`http`]
 //! (upgrade and static files), [`mailbox`] (a peer's bounded inbox), [`events`], [`config`].
+//!
+//! Fault injection and introspection: [`admin`] (the admin API and observer page, on a listener
+//! of its own), [`metrics`] (Prometheus counters), [`chaos`] (seeded random crashes).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app_env;
 pub mod auth;
 pub mod book_protocol;
+pub mod chaos;
 pub mod config;
 pub mod connection;
 pub mod erlang_term;
@@ -27,6 +32,7 @@ pub mod hooks;
 pub mod http;
 pub mod listener;
 pub mod mailbox;
+pub mod metrics;
 pub mod named_peer;
 pub mod peer;
 pub mod peers_sup;

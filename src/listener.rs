@@ -51,6 +51,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             Next::Accepted(Ok((stream, addr)), is_tls) => {
                 let _ = stream.set_nodelay(true);
                 crate::peers_sup::start_peer(&shared, stream, addr, is_tls);
+                shared.metrics.accepted();
+                // After the hand-over: a chaos crash of the listener never takes this connection.
+                if let Some(chaos) = &shared.chaos {
+                    chaos.on_accept();
+                }
             }
             Next::Accepted(Err(e), _) => {
                 // EMFILE and friends: back off instead of spinning on the error.

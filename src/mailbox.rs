@@ -5,6 +5,7 @@
 //! bounded in bytes: a peer whose queue of relayed frames passes the limit is a slow consumer
 //! and is told to close (1008), so that it never holds up, nor costs the memory of, the peers
 //! that talk to it. Control messages are never refused.
+use crate::metrics::RelayCounters;
 use crate::registry::PeerId;
 use crate::rooms_protocol::RoomMessage;
 use async_tungstenite::tungstenite::Message;
@@ -35,6 +36,7 @@ struct Shared {
     overflowed: AtomicBool,
     queued_bytes: AtomicUsize,
     limit_bytes: usize,
+    counters: Arc<RelayCounters>,
 }
 
 /// Where to send a peer messages; cheap to clone (the registry holds one per registration).
@@ -62,6 +64,15 @@ pub enum Delivery {
 impl Mailbox {
     #[allow(clippy::new_ret_no_self)] // a pair of ends, as `async_channel::unbounded`
     pub fn new(id: PeerId, limit_bytes: usize) -> (PeerRef, Inbox) {
+        Self::counted(id, limit_bytes, Arc::default())
+    }
+
+    /// As [`new`](Self::new), counting every relayed frame into the server's `counters`.
+    pub fn counted(
+        id: PeerId,
+        limit_bytes: usize,
+        counters: Arc<RelayCounters>,
+    ) -> (PeerRef, Inbox) {
         let (tx, rx) = async_channel::unbounded();
         let peer = PeerRef(Arc::new(Shared {
             id,
@@ -70,6 +81,7 @@ impl Mailbox {
             overflowed: AtomicBool::new(false),
             queued_bytes: AtomicUsize::new(0),
             limit_bytes,
+            counters,
         }));
         (
             peer.clone(),
@@ -118,7 +130,10 @@ impl PeerRef {
             return Delivery::Dropped;
         }
         match self.0.tx.try_send(msg()) {
-            Ok(()) => Delivery::Queued,
+            Ok(()) => {
+                self.0.counters.relayed(len);
+                Delivery::Queued
+            }
             Err(_) => {
                 self.0.queued_bytes.fetch_sub(len, Ordering::AcqRel);
                 Delivery::Dropped

@@ -63,6 +63,8 @@ struct Cli {
     /// Serve only TLS: no plain port.
     #[arg(long, requires = "tls_cert")]
     tls_only: bool,
+    #[command(flatten)]
+    admin: rtcserver::admin::cli::AdminArgs,
 }
 
 fn main() -> ExitCode {
@@ -117,6 +119,7 @@ fn main() -> ExitCode {
         restart_period: Duration::from_secs(cli.restart_period_secs),
         ..Config::default()
     };
+    cli.admin.apply(&mut config);
     if let Some(dir) = cli.static_dir.or_else(|| env.static_dir.map(PathBuf::from)) {
         config.static_dir = dir;
     }

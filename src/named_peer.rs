@@ -2,6 +2,7 @@
 //! socket. Like [`crate::peer::BookPeer`], each callback returns what the connection loop must
 //! do; messages to other peers go straight into their mailboxes (one hop), after the sender's
 //! `on_receive` and the room's `on_forward` hooks.
+use crate::chaos::Chaos;
 use crate::hooks::{Action, AuthData, PeerHooks, RoomContext, RoomHooks};
 use crate::mailbox::{PeerMsg, PeerRef};
 use crate::peer::{Command, Handler};
@@ -20,6 +21,7 @@ pub struct NamedPeer {
     registry: Arc<Registry>,
     peer_hooks: Arc<dyn PeerHooks>,
     room_hooks: Arc<dyn RoomHooks>,
+    chaos: Option<Arc<Chaos>>,
 }
 
 impl NamedPeer {
@@ -39,7 +41,14 @@ impl NamedPeer {
             registry,
             peer_hooks,
             room_hooks,
+            chaos: None,
         }
+    }
+
+    /// Chaos mode draws its room and peer decisions for each message this peer sends on.
+    pub fn with_chaos(mut self, chaos: Option<Arc<Chaos>>) -> Self {
+        self.chaos = chaos;
+        self
     }
 
     pub fn auth(&self) -> &AuthData {
@@ -72,6 +81,9 @@ impl NamedPeer {
         message.from = Some(self.me.id().to_string());
         // About the size on the wire, for the receivers' queue limits.
         let bytes = text.len() + 32;
+        if let Some(chaos) = &self.chaos {
+            chaos.on_relay(&self.key, self.me.id());
+        }
         match message.to.clone().unwrap_or(To::All) {
             To::All => {
                 self.registry

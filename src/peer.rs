@@ -4,6 +4,7 @@
 //! ([`Command`]); the loop in `connection.rs` owns the socket. A panic in here is a crash of the
 //! peer: the loop closes the socket with 1011 and lets the panic reach the supervisor.
 use crate::book_protocol::{self, ClientMessage};
+use crate::chaos::Chaos;
 use crate::events::{Event, Events};
 use crate::mailbox::{PeerMsg, PeerRef};
 use crate::registry::{Registry, RoomKey};
@@ -36,6 +37,7 @@ pub struct BookPeer {
     registry: Arc<Registry>,
     rooms: Arc<Rooms>,
     events: Arc<Events>,
+    chaos: Option<Arc<Chaos>>,
 }
 
 impl BookPeer {
@@ -51,7 +53,14 @@ impl BookPeer {
             registry,
             rooms,
             events,
+            chaos: None,
         }
+    }
+
+    /// Chaos mode: every relayed message may crash the sender or its room.
+    pub fn with_chaos(mut self, chaos: Option<Arc<Chaos>>) -> Self {
+        self.chaos = chaos;
+        self
     }
 
     pub fn room(&self) -> Option<&RoomKey> {
@@ -109,9 +118,14 @@ impl Handler for BookPeer {
             }
             Ok(ClientMessage::Relay) => {
                 match &self.room {
-                    Some(room) => self.registry.for_each_other(room, self.me.id(), |other| {
-                        other.relay(frame.clone());
-                    }),
+                    Some(room) => {
+                        self.registry.for_each_other(room, self.me.id(), |other| {
+                            other.relay(frame.clone());
+                        });
+                        if let Some(chaos) = &self.chaos {
+                            chaos.on_relay(room, self.me.id());
+                        }
+                    }
                     None => log::debug!("peer {}: not in a room, message dropped", self.me.id()),
                 }
                 None

@@ -302,6 +302,10 @@ impl Rooms {
             .is_some_and(|e| e.mailbox.try_send(RoomMsg::Crash).is_ok())
     }
 
+    pub fn contains(&self, key: &RoomKey) -> bool {
+        lock(&self.table).contains_key(key)
+    }
+
     pub fn len(&self) -> usize {
         lock(&self.table).len()
     }

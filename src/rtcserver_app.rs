@@ -55,6 +55,9 @@ pub(crate) struct Shared {
     teardown_done: Mutex<bool>,
     teardown_event: event_listener::Event,
     bad_inputs: AtomicU64,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub chaos: Option<Arc<crate::chaos::Chaos>>,
+    pub admin_addr: Option<SocketAddr>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -100,7 +103,11 @@ impl Shared {
                 break id;
             }
         };
-        let (peer, inbox) = Mailbox::new(id, self.config.outbound_limit_bytes);
+        let (peer, inbox) = Mailbox::counted(
+            id,
+            self.config.outbound_limit_bytes,
+            Arc::clone(&self.metrics.relay),
+        );
         directory.insert(
             id,
             Connected {
@@ -140,9 +147,10 @@ impl Shared {
     }
 
     pub(crate) fn bad_input(&self, end: &End) {
-        if let End::Server(code, _) = end {
+        if let End::Server(code, why) = end {
             if matches!(u16::from(*code), 1002 | 1007 | 1008 | 1009) {
                 self.bad_inputs.fetch_add(1, Ordering::Relaxed);
+                self.metrics.bad_input(u16::from(*code), why);
             }
         }
     }
@@ -210,7 +218,7 @@ impl Shared {
         self.teardown_event.notify(usize::MAX);
     }
 
-    async fn until_torn_down(&self) {
+    pub(crate) async fn until_torn_down(&self) {
         loop {
             if *lock(&self.teardown_done) {
                 return;
@@ -230,6 +238,10 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
     Tls(crate::tls::TlsError),
     Supervisor(supervisors::StartError),
+    /// The admin API's address could not be bound.
+    AdminBind(SocketAddr, std::io::Error),
+    /// The admin API was to listen beyond loopback without a token.
+    AdminUnprotected(SocketAddr),
 }
 
 impl fmt::Display for StartError {
@@ -238,6 +250,13 @@ impl fmt::Display for StartError {
             StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             StartError::Tls(e) => write!(f, "cannot set up TLS: {e}"),
             StartError::Supervisor(e) => write!(f, "cannot start the supervision tree: {e}"),
+            StartError::AdminBind(addr, e) => {
+                write!(f, "cannot listen on {addr} for the admin API: {e}")
+            }
+            StartError::AdminUnprotected(addr) => write!(
+                f,
+                "the admin API would listen on {addr}, beyond loopback, without a token: give --admin-token or bind it to 127.0.0.1"
+            ),
         }
     }
 }
@@ -341,7 +360,7 @@ pub struct Stats {
 /// A running server; clones share it.
 #[derive(Clone)]
 pub struct ServerHandle {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// Starts the application with the default hooks: binds the port, then the supervision tree.
@@ -428,8 +447,12 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
     } else {
         (None, None)
     };
+    let admin_socket = crate::admin::bind(&config)?;
+    let admin_addr = admin_socket.as_ref().and_then(|s| s.local_addr().ok());
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let chaos = crate::chaos::from_config(&config);
     let events = Arc::new(Events::default());
-    let observer = observer(Arc::clone(&events));
+    let observer = observer(Arc::clone(&events), Arc::clone(&metrics));
     let intensity = RestartIntensity::new(config.max_restarts, config.restart_period);
     let registry = Arc::new(Registry::new());
     let rooms = Rooms::new(
@@ -472,8 +495,14 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
         teardown_done: Mutex::new(false),
         teardown_event: event_listener::Event::new(),
         bad_inputs: AtomicU64::new(0),
+        metrics,
+        chaos,
+        admin_addr,
         config,
     });
+    if let Some(chaos) = &shared.chaos {
+        chaos.attach(Arc::downgrade(&shared));
+    }
     let root = crate::rtcserver_sup::start(&shared, observer).map_err(StartError::Supervisor)?;
     let _ = shared.root.set(root.clone());
     shared.rooms.start_configured();
@@ -490,7 +519,11 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
     if let Some(addr) = tls_addr {
         log::info!("rtcserver listening with TLS on {addr} (https, wss)");
     }
-    Ok(ServerHandle { shared })
+    let handle = ServerHandle { shared };
+    if let Some(socket) = admin_socket {
+        crate::admin::spawn(handle.clone(), socket);
+    }
+    Ok(handle)
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<async_net::TcpListener> {
@@ -504,11 +537,12 @@ fn bind(addr: SocketAddr) -> std::io::Result<async_net::TcpListener> {
     async_net::TcpListener::try_from(std::net::TcpListener::from(socket))
 }
 
-fn observer(events: Arc<Events>) -> supervisors::Observer {
+fn observer(events: Arc<Events>, metrics: Arc<crate::metrics::Metrics>) -> supervisors::Observer {
     let log = supervisors::observer::logging();
     Arc::new(move |event: &SupervisorEvent| {
         // Peers come and go by the thousand; only their crashes are worth a log line.
         log(event);
+        metrics.supervision(event);
         events.publish(Event::Supervision(event.clone()));
     })
 }
@@ -542,7 +576,7 @@ impl ServerHandle {
                 Some(_) => ChildStatus::Stopped,
             },
             restarts: 0,
-            started_at: std::time::SystemTime::now(),
+            started_at: self.shared.metrics.started_at(),
             supervisor: true,
             children: root
                 .map(FixedSupervisor::which_children)
@@ -585,12 +619,27 @@ impl ServerHandle {
 
     /// Makes a child panic exactly as a bug in it would.
     pub fn crash(&self, target: &CrashTarget) -> Result<(), CrashError> {
+        self.crash_for(target, "on request")
+    }
+
+    /// [`crash`](Self::crash), saying in the log line why (`on request from ...`, `by chaos ...`).
+    pub fn crash_for(&self, target: &CrashTarget, cause: &str) -> Result<(), CrashError> {
         let s = &self.shared;
         let root = s.root.get().ok_or(CrashError::Stopped)?;
         if root.outcome().is_some() {
             return Err(CrashError::Stopped);
         }
-        log::warn!("crashing {target} on request");
+        // Checked first so that the log line names only what is really crashed.
+        match target {
+            CrashTarget::Room(key) if !s.rooms.contains(key) => {
+                return Err(CrashError::NoSuchRoom(key.clone()))
+            }
+            CrashTarget::Peer(id) if !lock(&s.directory).contains_key(id) => {
+                return Err(CrashError::NoSuchPeer(*id))
+            }
+            _ => {}
+        }
+        log::warn!("crashing {target} {cause}");
         match target {
             CrashTarget::Root => root.escalate("injected crash of rtcserver_sup"),
             CrashTarget::Listener => {

@@ -77,3 +77,13 @@ fn run_script(script: &str) {
 fn two_browsers_make_a_call_on_the_demo_page() {
     run_script("call.mjs");
 }
+
+#[test]
+fn three_browsers_make_a_mesh_call_in_a_named_room() {
+    run_script("rooms.mjs");
+}
+
+#[test]
+fn the_observer_page_draws_the_tree_and_crashes_a_child() {
+    run_script("observer.mjs");
+}

@@ -137,6 +137,7 @@ impl DynamicSupervisor {
 
     pub fn start_child(&self, mut spec: ChildSpec) -> Result<ChildKey, StartChildError> {
         let id = spec.id.clone();
+        let kind = spec.kind;
         {
             let mut table = lock(&self.inner.table);
             if !table.accepting {
@@ -161,6 +162,7 @@ impl DynamicSupervisor {
             (self.inner.observer)(&SupervisorEvent::Started {
                 supervisor: self.inner.name.clone(),
                 child: id,
+                kind,
             });
             Ok(key)
         }
@@ -307,10 +309,11 @@ impl DynamicSupervisor {
             Ok(())
         };
         let restarting = wanted && allowed.is_ok();
-        let id = entry.spec.id.clone();
+        let (id, kind) = (entry.spec.id.clone(), entry.spec.kind);
         (inner.observer)(&SupervisorEvent::Exited {
             supervisor: inner.name.clone(),
             child: id.clone(),
+            kind,
             exit: exit.clone(),
             restarting,
         });
@@ -329,6 +332,7 @@ impl DynamicSupervisor {
             (inner.observer)(&SupervisorEvent::Restarted {
                 supervisor: inner.name.clone(),
                 child: id,
+                kind,
                 restarts,
             });
             return;

@@ -252,6 +252,7 @@ impl Inner {
             (self.observer)(&SupervisorEvent::Started {
                 supervisor: self.name.clone(),
                 child: id.clone(),
+                kind: self.specs[index].kind,
             });
             return true;
         }
@@ -270,6 +271,7 @@ impl Inner {
         (self.observer)(&SupervisorEvent::Restarted {
             supervisor: self.name.clone(),
             child: id.clone(),
+            kind: self.specs[index].kind,
             restarts,
         });
         true
@@ -284,6 +286,7 @@ impl Inner {
         (self.observer)(&SupervisorEvent::Exited {
             supervisor: self.name.clone(),
             child: self.specs[index].id.clone(),
+            kind: self.specs[index].kind,
             exit: exit.clone(),
             restarting,
         });

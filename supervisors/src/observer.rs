@@ -1,5 +1,5 @@
 //! Supervision events: what `error_logger` / SASL reports are for OTP.
-use crate::child::Exit;
+use crate::child::{ChildKind, Exit};
 use std::sync::Arc;
 
 /// Something that happened in a supervisor. `supervisor` and `child` are the ids shown by
@@ -9,10 +9,12 @@ pub enum SupervisorEvent {
     Started {
         supervisor: String,
         child: String,
+        kind: ChildKind,
     },
     Exited {
         supervisor: String,
         child: String,
+        kind: ChildKind,
         exit: Exit,
         /// The supervisor will start the child again.
         restarting: bool,
@@ -20,13 +22,11 @@ pub enum SupervisorEvent {
     Restarted {
         supervisor: String,
         child: String,
+        kind: ChildKind,
         restarts: u32,
     },
     /// The supervisor gave up (restart intensity exceeded) and terminates, as OTP's `shutdown`.
-    Escalated {
-        supervisor: String,
-        reason: String,
-    },
+    Escalated { supervisor: String, reason: String },
 }
 
 /// Receives every event of the supervisors it is given to; called on the supervisor's task,
@@ -42,6 +42,7 @@ pub fn logging() -> Observer {
             child,
             exit: Exit::Panic(reason),
             restarting,
+            ..
         } => log::error!(
             "{supervisor}: child {child} crashed: {reason}{}",
             if *restarting { "; restarting" } else { "" }
@@ -51,6 +52,7 @@ pub fn logging() -> Observer {
             supervisor,
             child,
             restarts,
+            ..
         } => log::warn!("{supervisor}: restarted {child} (restart #{restarts})"),
         SupervisorEvent::Escalated { supervisor, reason } => {
             log::error!("{supervisor}: {reason}; shutting down")

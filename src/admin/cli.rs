@@ -1,0 +1,56 @@
+//! The admin API's and chaos mode's command-line flags, flattened into the binary's.
+use super::AdminToken;
+use crate::chaos::ChaosSpec;
+use crate::config::Config;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+/// `--admin-bind`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminBind(pub Option<SocketAddr>);
+
+impl FromStr for AdminBind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "off" {
+            return Ok(AdminBind(None));
+        }
+        s.parse()
+            .map(|a| AdminBind(Some(a)))
+            .map_err(|_| format!("{s:?} is neither an address (127.0.0.1:30001) nor \"off\""))
+    }
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct AdminArgs {
+    /// Address of the admin API (the observer page at /, GET /tree, POST /crash, GET /metrics,
+    /// GET /events), or "off" [default: 127.0.0.1:30001; if that is taken, the server starts
+    /// without it].
+    #[arg(long, value_name = "ADDR|off")]
+    pub admin_bind: Option<AdminBind>,
+    /// Require "Authorization: Bearer TOKEN" on the admin API; needed to bind it beyond loopback.
+    #[arg(long, value_name = "TOKEN")]
+    pub admin_token: Option<AdminToken>,
+    /// Chaos mode: crash probabilities per relayed message (room, peer) and per accepted
+    /// connection (listener), e.g. room=0.01,peer=0.001,listener=0.0001.
+    #[arg(long, value_name = "SPEC")]
+    pub chaos: Option<ChaosSpec>,
+    /// Seed of chaos mode: the same seed and input give the same crashes [default: drawn, and
+    /// logged].
+    #[arg(long, value_name = "N", requires = "chaos")]
+    pub chaos_seed: Option<u64>,
+}
+
+impl AdminArgs {
+    pub fn apply(self, config: &mut Config) {
+        if let Some(AdminBind(bind)) = self.admin_bind {
+            config.admin_bind = bind;
+            // An address the user chose must be had, or the start fails.
+            config.admin_bind_required = true;
+        }
+        config.admin_token = self.admin_token.or(config.admin_token.take());
+        config.chaos = self.chaos.or(config.chaos);
+        config.chaos_seed = self.chaos_seed.or(config.chaos_seed);
+    }
+}

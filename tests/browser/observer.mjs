@@ -1,0 +1,370 @@
+#!/usr/bin/env node
+// Browser test of the observer page (static/observer.html, served by the admin API).
+//
+//   node tests/browser/observer.mjs --server-bin target/debug/rtcserver --out DIR
+//   node tests/browser/observer.mjs --admin http://127.0.0.1:30001 --server ws://127.0.0.1:30000 --out DIR
+//
+// Starts the server (or uses a running one), connects four WebSocket peers in two rooms from a
+// blank page of a headless Chromium, opens the observer page and checks that it draws the tree
+// (the four static children, both rooms, the four peers), then clicks the crash button of a room
+// and of a peer and checks what the page shows and what the peers see: the room restarts and its
+// members still relay; the crashed peer's connection closes with 1011. Saves observer.png (and
+// the console log) into --out and checks it is not blank. Ends with one line "N passed,
+// M failed"; exits 1 on any failure.
+//
+// Options:
+//   --server-bin PATH   start this rtcserver binary on free 127.0.0.1 ports (overrides the two below)
+//   --admin URL         the admin API of a running server (default http://127.0.0.1:30001)
+//   --server URL        its WebSocket endpoint (default ws://127.0.0.1:30000)
+//   --out DIR           where the screenshot and logs go (default: a fresh temp dir)
+//   --chromium PATH     the browser (default $CHROMIUM or /usr/bin/chromium)
+
+import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const started = Date.now();
+
+// ---- Options -------------------------------------------------------------------------------
+function parseArgs(argv) {
+  const opts = {
+    admin: 'http://127.0.0.1:30001',
+    server: 'ws://127.0.0.1:30000',
+    out: null,
+    serverBin: null,
+    chromium: process.env.CHROMIUM || '/usr/bin/chromium',
+  };
+  const names = { '--admin': 'admin', '--server': 'server', '--out': 'out', '--server-bin': 'serverBin',
+    '--chromium': 'chromium' };
+  for (let i = 0; i < argv.length; i++) {
+    let [name, value] = argv[i].split(/=(.*)/s, 2);
+    if (name === '--help' || name === '-h') {
+      console.log(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n')
+        .slice(1, 20).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+      process.exit(0);
+    }
+    if (!(name in names)) die(`unknown option ${name} (try --help)`);
+    if (value === undefined) value = argv[++i];
+    if (value === undefined) die(`${name} needs a value`);
+    opts[names[name]] = value;
+  }
+  opts.admin = opts.admin.replace(/\/+$/, '');
+  return opts;
+}
+
+function die(message) {
+  console.error(`observer.mjs: ${message}`);
+  console.log('0 passed, 1 failed');
+  process.exit(2);
+}
+
+const opts = parseArgs(process.argv.slice(2));
+const outDir = opts.out ? path.resolve(opts.out) : fs.mkdtempSync(path.join(os.tmpdir(), 'rtc-observer-'));
+fs.mkdirSync(outDir, { recursive: true });
+
+// ---- Results -------------------------------------------------------------------------------
+const results = [];
+
+function record(name, ok, detail) {
+  results.push({ name, ok, detail });
+  const secs = ((Date.now() - started) / 1000).toFixed(1);
+  console.log(`${ok ? 'ok  ' : 'FAIL'} [${secs.padStart(5)}s] ${name}${detail ? ` — ${detail}` : ''}`);
+  return ok;
+}
+
+async function check(name, fn) {
+  try {
+    const detail = await fn();
+    return record(name, true, typeof detail === 'string' ? detail : '');
+  } catch (err) {
+    return record(name, false, String(err && err.message ? err.message : err).split('\n')[0]);
+  }
+}
+
+function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// ---- Server (optional) ---------------------------------------------------------------------
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function portAccepts(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: '127.0.0.1', port });
+    sock.once('connect', () => { sock.destroy(); resolve(true); });
+    sock.once('error', () => { sock.destroy(); resolve(false); });
+  });
+}
+
+let server = null;
+let serverExit = null;
+
+async function startServer() {
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const logPath = path.join(outDir, 'server.log');
+  const log = fs.openSync(logPath, 'w');
+  const args = ['--bind', '127.0.0.1', '--port', String(port), '--admin-bind', `127.0.0.1:${adminPort}`];
+  console.log(`starting ${opts.serverBin} ${args.join(' ')} (log: ${logPath})`);
+  server = spawn(opts.serverBin, args, { stdio: ['ignore', log, log] });
+  server.once('exit', (code, signal) => { serverExit = `exited with ${signal || code}`; });
+  server.once('error', (err) => { serverExit = `could not start: ${err.message}`; });
+  const deadline = Date.now() + 15000;
+  while (Date.now() < deadline) {
+    if (serverExit) throw new Error(`the server ${serverExit} (see ${logPath})`);
+    if (await portAccepts(port) && await portAccepts(adminPort)) {
+      opts.admin = `http://127.0.0.1:${adminPort}`;
+      opts.server = `ws://127.0.0.1:${port}`;
+      return `${opts.server}, admin ${opts.admin}`;
+    }
+    await sleep(100);
+  }
+  throw new Error('the server did not accept connections on both ports within 15 s');
+}
+
+async function stopServer() {
+  if (!server || server.exitCode !== null || server.signalCode !== null) return null;
+  const gone = new Promise((resolve) => server.once('exit', (code, signal) => resolve(signal || code)));
+  server.kill('SIGTERM');
+  const timer = setTimeout(() => server.kill('SIGKILL'), 5000);
+  const how = await gone;
+  clearTimeout(timer);
+  return how;
+}
+
+// ---- The peers, in another page of the same browser ----------------------------------------
+// window.peers[name] = { ws, received: [], close: code }; the book protocol by hand.
+function peerKit() {
+  window.peers = {};
+  window.connectPeer = (name, url) => new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    const peer = { ws, received: [], close: null };
+    window.peers[name] = peer;
+    ws.onopen = () => resolve();
+    ws.onerror = () => reject(new Error(`${name}: WebSocket error`));
+    ws.onmessage = (m) => peer.received.push(m.data);
+    ws.onclose = (e) => { peer.close = e.code; };
+  });
+  window.send = (name, obj) => window.peers[name].ws.send(JSON.stringify(obj));
+  window.nextMessage = async (name, want, ms) => {
+    const deadline = Date.now() + ms;
+    while (Date.now() < deadline) {
+      const i = window.peers[name].received.findIndex((m) => m.includes(want));
+      if (i >= 0) return window.peers[name].received.splice(i, 1)[0];
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    throw new Error(`${name} received nothing with ${want} within ${ms} ms`);
+  };
+}
+
+async function pairUp(page, a, b) {
+  await page.evaluate(async ([url, a, b]) => {
+    await window.connectPeer(a, url);
+    await window.connectPeer(b, url);
+    window.send(a, { type: 'GETROOM', value: '' });
+    const reply = JSON.parse(await window.nextMessage(a, 'GETROOM', 5000));
+    window.send(b, { type: 'ENTERROOM', value: reply.value });
+    // ENTERROOM has no answer on success: a relay that arrives proves the join.
+    window.send(b, { type: 'probe', from: b });
+    await window.nextMessage(a, `"from":"${b}"`, 5000);
+  }, [opts.server + '/', a, b]);
+}
+
+// Luminance statistics of a PNG (given as base64), decoded by the browser.
+async function pngStats(b64) {
+  const img = new Image();
+  img.src = 'data:image/png;base64,' + b64;
+  await img.decode();
+  const c = document.createElement('canvas');
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext('2d', { willReadFrequently: true });
+  g.drawImage(img, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data;
+  let s = 0, s2 = 0;
+  const n = d.length / 4;
+  for (let i = 0; i < d.length; i += 4) {
+    const l = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
+    s += l; s2 += l * l;
+  }
+  const mean = s / n;
+  return { width: c.width, height: c.height, mean, variance: s2 / n - mean * mean };
+}
+
+async function adminJson(p) {
+  const r = await fetch(opts.admin + p);
+  assert(r.ok, `GET ${p} answered ${r.status}`);
+  return r.json();
+}
+
+// ---- The test ------------------------------------------------------------------------------
+let browser = null;
+const consoleLines = [];
+
+async function run() {
+  if (opts.serverBin) {
+    if (!await check('the server binary starts with its admin API', startServer)) return;
+  }
+  const served = await check('GET / of the admin API serves the observer page', async () => {
+    const r = await fetch(opts.admin + '/');
+    assert(r.status === 200, `GET / answered ${r.status}`);
+    const html = await r.text();
+    assert(html.includes('<title>rtcserver observer</title>'), 'not the observer page');
+  });
+  if (!served) return;
+
+  if (!await check('Chromium starts', async () => {
+    browser = await chromium.launch({ executablePath: opts.chromium, headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] });
+    return `Chromium ${browser.version()}`;
+  })) return;
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  // The peers live in a page of the server's own origin (a blank page may not open sockets);
+  // it also decodes the screenshot (the observer page's CSP refuses data: images).
+  const peersPage = await context.newPage();
+  await peersPage.goto(opts.server.replace(/^ws/, 'http') + '/static/style.css');
+  await peersPage.evaluate(peerKit);
+  const page = await context.newPage();
+  page.on('console', (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => consoleLines.push(`[pageerror] ${e.message}`));
+
+  let rooms = [];
+  let peers = {};
+  const joined = await check('four peers join two rooms over WebSocket', async () => {
+    await pairUp(peersPage, 'a', 'b');
+    await pairUp(peersPage, 'c', 'd');
+    const tree = await adminJson('/tree');
+    rooms = tree.rooms.map((r) => r.key);
+    assert(rooms.length === 2, `GET /tree lists ${rooms.length} rooms`);
+    // Peer ids are random: tell the pairs apart by room (a and b share one, c and d the other).
+    const ids = tree.peers.map((p) => p.id);
+    assert(ids.length === 4, `GET /tree lists ${ids.length} peers`);
+    const byRoom = {};
+    for (const p of tree.peers) (byRoom[p.room] ||= []).push(p.id);
+    const pairs = Object.values(byRoom);
+    assert(pairs.length === 2 && pairs.every((m) => m.length === 2), `pairs ${JSON.stringify(byRoom)}`);
+    // Which browser-side peer has which id is not known from the tree; the checks below do not
+    // need it (they only need the two rooms, and one peer id to crash).
+    peers = { a: pairs[0][0], b: pairs[0][1], c: pairs[1][0], d: pairs[1][1] };
+    rooms = Object.keys(byRoom);
+    return `rooms ${rooms.join(', ')}, peers ${ids.join(', ')}`;
+  });
+  if (!joined) return;
+
+  const drawn = await check('the page draws the tree: the four static children, both rooms, four peers', async () => {
+    await page.goto(opts.admin + '/', { timeout: 10000 });
+    const ids = ['rtcserver_sup', 'registry', 'listener', 'rooms_sup', 'peers_sup',
+      ...rooms.map((r) => `room:${r}`), ...Object.values(peers).map((p) => `peer:${p}`)];
+    for (const id of ids) {
+      await page.locator(`.row[data-id="${id}"]`).waitFor({ timeout: 5000 });
+    }
+    await page.waitForFunction(() => window.observer.live, null, { timeout: 5000 });
+    const buttons = await page.locator('button.crash').count();
+    assert(buttons === ids.length, `${buttons} crash buttons for ${ids.length} children`);
+    const kind = await page.textContent(`.row[data-id="room:${rooms[0]}"] .badge`);
+    assert(kind === 'transient', `the room's first badge says ${kind}`);
+  });
+  if (!drawn) return;
+
+  await check('the crash button of a room: the page shows the crash and the restart, the members still relay', async () => {
+    const room = `room:${rooms[0]}`;
+    await page.click(`.row[data-id="${room}"] button.crash`);
+    await page.locator('#log li', { hasText: `${room} crashed` }).waitFor({ timeout: 5000 });
+    await page.locator('#log li', { hasText: `restarted ${room}` }).waitFor({ timeout: 5000 });
+    await page.locator(`.row[data-id="${room}"] .badge.restarts`, { hasText: 'restarts 1' })
+      .waitFor({ timeout: 5000 });
+    await peersPage.evaluate(async () => {
+      window.send('a', { type: 'after-crash', n: 1 });
+      await window.nextMessage('b', 'after-crash', 5000);
+      window.send('b', { type: 'after-crash', n: 2 });
+      await window.nextMessage('a', 'after-crash', 5000);
+    });
+    const answer = (await page.evaluate(() => window.observer.crashes)).at(-1);
+    assert(answer && answer.status === 200 && answer.body.crashed === room, JSON.stringify(answer));
+  });
+
+  await check('the crash button of a peer: it leaves the tree and its connection closes with 1011', async () => {
+    const peer = `peer:${peers.d}`;
+    await page.click(`.row[data-id="${peer}"] button.crash`);
+    await page.locator('#log li', { hasText: `${peer} crashed` }).waitFor({ timeout: 5000 });
+    await page.locator(`.row[data-id="${peer}"]`).waitFor({ state: 'detached', timeout: 5000 });
+    // The tree does not say which browser-side peer has which id: exactly one of the four
+    // closes, with 1011, and the other three stay open.
+    const codes = await peersPage.evaluate(async () => {
+      const names = ['a', 'b', 'c', 'd'];
+      const closed = () => names.some((n) => window.peers[n].close !== null);
+      for (let i = 0; i < 250 && !closed(); i++) await new Promise((r) => setTimeout(r, 20));
+      return names.map((n) => window.peers[n].close);
+    });
+    const closedCodes = codes.filter((c) => c !== null);
+    assert(closedCodes.length === 1 && closedCodes[0] === 1011,
+      `closes (a, b, c, d): ${JSON.stringify(codes)}; exactly one should be 1011`);
+  });
+
+  await check('observer.png is saved and is not blank', async () => {
+    await page.mouse.move(0, 0);
+    const shot = await page.screenshot({ path: path.join(outDir, 'observer.png'), fullPage: true });
+    const stats = await peersPage.evaluate(pngStats, shot.toString('base64'));
+    assert(stats.variance > 50, `the screenshot is flat (variance ${stats.variance.toFixed(1)})`);
+    const rows = await page.locator('.row').count();
+    assert(rows >= 10, `only ${rows} rows drawn`);
+    return `${stats.width}x${stats.height}, variance ${stats.variance.toFixed(0)}`;
+  });
+
+  await check('no uncaught errors in the page', async () => {
+    const errors = consoleLines.filter((l) => l.startsWith('[pageerror]'));
+    assert(errors.length === 0, errors.join('; '));
+  });
+
+  await peersPage.evaluate(() => Object.values(window.peers).forEach((p) => p.ws.close()));
+}
+
+async function cleanup() {
+  fs.writeFileSync(path.join(outDir, 'observer-console.log'), consoleLines.join('\n') + '\n');
+  if (browser) await browser.close().catch(() => {});
+  if (opts.serverBin) {
+    const how = await stopServer().catch((e) => String(e));
+    if (how !== null) record('the server stops on SIGTERM with status 0', how === 0, how === 0 ? '' : `it ${how}`);
+    else if (serverExit) record('the server was still running at the end', false, serverExit);
+  }
+}
+
+// A hard bound on the whole run, whatever hangs.
+const watchdog = setTimeout(async () => {
+  record('the run finishes within 120 s', false, 'timed out');
+  await Promise.race([cleanup(), sleep(5000)]);
+  finish();
+}, 120000);
+
+function finish() {
+  clearTimeout(watchdog);
+  const passed = results.filter((r) => r.ok).length;
+  const failed = results.length - passed;
+  console.log(`screenshot and logs: ${outDir}`);
+  console.log(`took ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exit(failed === 0 && passed > 0 ? 0 : 1);
+}
+
+try {
+  await run();
+} catch (err) {
+  record('the test harness runs', false, err && err.stack ? err.stack.split('\n').slice(0, 3).join(' | ') : String(err));
+}
+await cleanup();
+finish();
