@@ -215,6 +215,36 @@ def main():
     )
     w("")
 
+    # ---------------------------------------------------------------- summary
+    w("## Summary")
+    w("")
+    w(
+        f"| server | RSS per idle connection ({num(int(meta.get('hold_connections') or 0))} held) | idle CPU | "
+        f"relay msgs/s, P = {meta.get('relay_pairs')} (÷ ceiling) | relay p99 | relay CPU µs/msg (÷ ceiling) | "
+        f"setups/s, C = {meta.get('setup_workers')} (÷ best peer) | rate p99 at {num(float(meta.get('rate', 0)))}/s |"
+    )
+    w("|---|---:|---:|---:|---:|---:|---:|---:|")
+    cr = lambda wl: results.get(("ceiling", wl)) if ok("ceiling", wl, results) else None
+    bp_sum, _ = best_peer(results, "setup", ["setups_per_sec"])
+    for t in TARGETS:
+        if not any(ok(t, wl, results) for wl in WORKLOADS):
+            if t in skipped:
+                w(f"| {label(t, meta)} | skipped: {skipped[t]} | | | | | | |")
+            continue
+        h = results.get((t, "hold")) if ok(t, "hold", results) else {}
+        r = results.get((t, "relay")) if ok(t, "relay", results) else {}
+        su = results.get((t, "setup")) if ok(t, "setup", results) else {}
+        ra = results.get((t, "rate")) if ok(t, "rate", results) else {}
+        w(
+            f"| {label(t, meta)} | {num(h.get('rss_per_conn_kib'), 1)} KiB | {num(h.get('idle_cpu_percent'), 2)} % | "
+            f"{num(r.get('msgs_per_sec'))} ({ratio(r.get('msgs_per_sec'), get(cr('relay'), 'msgs_per_sec'))}) | "
+            f"{num(ms(get(r, 'rtt', 'p99_us')), 1)} ms | {num(r.get('server_us_per_op'), 1)} "
+            f"({ratio(r.get('server_us_per_op'), get(cr('relay'), 'server_us_per_op'))}) | "
+            f"{num(su.get('setups_per_sec'))} ({ratio(su.get('setups_per_sec'), bp_sum)}) | "
+            f"{num(ms(get(ra, 'latency', 'p99_us')), 1)} ms |"
+        )
+    w("")
+
     # ---------------------------------------------------------------- hold
     n = meta.get("hold_connections")
     w(f"## hold — {num(int(n)) if n else '?'} connections joined in pairs, held idle {meta.get('hold_seconds')} s")
