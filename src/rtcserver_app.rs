@@ -467,8 +467,11 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
             hooks: room_hooks,
         },
     );
+    // The read buffer is held by every connection, idle or not: 1 KiB rather than 4 KiB is 3 KiB
+    // less per connection (loadgen hold: 12.3 -> 9.3 KiB). A longer message is still read whole
+    // (the buffer grows to the frame's length), in reads of up to 1 KiB.
     let ws_config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes));

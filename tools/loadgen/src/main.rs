@@ -11,6 +11,9 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
 use loadgen::adapter::book::Book;
+use loadgen::adapter::matchbox::Matchbox;
+use loadgen::adapter::peerjs::PeerJs;
+use loadgen::adapter::rooms::Rooms;
 use loadgen::adapter::{Adapter, AdapterKind};
 use loadgen::target::{self, Target};
 use loadgen::workload::{hold, rate, relay, setup, Env};
@@ -95,10 +98,19 @@ async fn run(cli: &Cli) -> Result<(Value, String)> {
     let sources: Arc<[IpAddr]> = target::parse_sources(&cli.source_addrs, &target)?.into();
     // Raised up front for every workload; `hold` checks again against the count it needs.
     limits::raise_nofile(0);
-    let adapter = match cli.adapter {
-        AdapterKind::Book => Book::new(target),
-        other => return Err(other.not_implemented()),
-    };
+    match cli.adapter {
+        AdapterKind::Book => drive(cli, Book::new(target), sources).await,
+        AdapterKind::Rooms => drive(cli, Rooms::new(target), sources).await,
+        AdapterKind::Matchbox => drive(cli, Matchbox::new(target), sources).await,
+        AdapterKind::Peerjs => drive(cli, PeerJs::new(target), sources).await,
+    }
+}
+
+async fn drive<A: Adapter>(
+    cli: &Cli,
+    adapter: A,
+    sources: Arc<[IpAddr]>,
+) -> Result<(Value, String)> {
     let env = Env {
         adapter: Arc::new(adapter),
         sources,

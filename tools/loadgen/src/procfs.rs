@@ -1,6 +1,6 @@
 //! The server's memory and CPU as the kernel accounts them, read from /proc (Linux only, like the target).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
@@ -23,6 +23,61 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     let ticks = parse_cpu_ticks(&stat).ok_or_else(|| anyhow!("malformed /proc/{pid}/stat"))?;
     let hz = rustix::param::clock_ticks_per_second().max(1);
     Ok(Duration::from_secs_f64(ticks as f64 / hz as f64))
+}
+
+/// CPU used over one measured interval by the server (when its pid is known) and by loadgen itself, so a
+/// figure limited by the load side shows as such.
+pub struct CpuMeter {
+    server: Option<(u32, Duration)>,
+    own: Option<Duration>,
+    started: Instant,
+}
+
+/// Percent of one core, per side; `None` where it could not be read.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuUse {
+    pub server: Option<f64>,
+    pub loadgen: Option<f64>,
+}
+
+impl CpuMeter {
+    pub fn start(server_pid: Option<u32>) -> Result<Self> {
+        let server = match server_pid {
+            Some(pid) => Some((pid, cpu_time(pid)?)),
+            None => None,
+        };
+        Ok(Self {
+            server,
+            own: cpu_time(std::process::id()).ok(),
+            started: Instant::now(),
+        })
+    }
+
+    pub fn stop(&self) -> Result<CpuUse> {
+        let wall = self.started.elapsed().as_secs_f64().max(1e-9);
+        let percent = |before: Duration, after: Duration| {
+            crate::report::round2(100.0 * after.saturating_sub(before).as_secs_f64() / wall)
+        };
+        let server = match self.server {
+            Some((pid, before)) => Some(percent(before, cpu_time(pid)?)),
+            None => None,
+        };
+        let loadgen = self
+            .own
+            .zip(cpu_time(std::process::id()).ok())
+            .map(|(before, after)| percent(before, after));
+        Ok(CpuUse { server, loadgen })
+    }
+}
+
+/// `server CPU 93.1 %, loadgen CPU 88.0 %` (of one core each).
+pub fn cpu_line(cpu: &CpuUse) -> String {
+    let show = |v: Option<f64>| v.map_or_else(|| "?".to_string(), |v| format!("{v:.1} %"));
+    format!(
+        "server CPU {}, loadgen CPU {}",
+        show(cpu.server),
+        show(cpu.loadgen)
+    )
 }
 
 fn parse_vmrss(status: &str) -> Option<u64> {

@@ -28,6 +28,10 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Peer {
     pub tx: PeerTx,
     pub rx: PeerRx,
+    /// This peer's id on protocols that address messages by id (set by the adapter, `None` for `book`).
+    pub id: Option<String>,
+    /// The id of the other peer of the room, where messages must name their addressee.
+    pub partner: Option<String>,
 }
 
 /// Small buffers: tungstenite's defaults (128 KiB each way) would put 50k idle connections at 12 GiB.
@@ -68,7 +72,12 @@ pub async fn connect(target: &Target, path: &str, source: Option<IpAddr>) -> Res
         .await
         .context("WebSocket handshake")?;
         let (tx, rx) = ws.split();
-        Ok(Peer { tx, rx })
+        Ok(Peer {
+            tx,
+            rx,
+            id: None,
+            partner: None,
+        })
     };
     timeout(CONNECT_TIMEOUT, attempt).await.map_err(|_| {
         anyhow!(
@@ -113,7 +122,7 @@ pub enum Closed {
 /// Sends a close frame and waits for the server's answer, so the server sees an orderly end (and frees the
 /// peer through its normal path, which is what the RSS-after-close figure is meant to measure).
 pub async fn close(peer: Peer) -> Closed {
-    let Peer { mut tx, mut rx } = peer;
+    let Peer { mut tx, mut rx, .. } = peer;
     let handshake = async {
         if tx.send(Message::Close(None)).await.is_err() {
             return Closed::Unclean;

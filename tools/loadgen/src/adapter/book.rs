@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::Adapter;
 use crate::target::Target;
-use crate::transport::{self, Peer, PeerRx, PeerTx};
+use crate::transport::{self, Peer};
 
 /// How long creating and joining a room may take once both sockets are open.
 pub const PAIR_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,12 +43,12 @@ impl Adapter for Book {
             .map_err(|_| anyhow!("creating and joining a room timed out after {PAIR_TIMEOUT:?}"))?
     }
 
-    async fn send(&self, tx: &mut PeerTx, payload: Utf8Bytes) -> Result<()> {
-        transport::send_text(tx, payload).await
+    async fn send(&self, peer: &mut Peer, payload: Utf8Bytes) -> Result<()> {
+        transport::send_text(&mut peer.tx, payload).await
     }
 
-    async fn recv(&self, rx: &mut PeerRx) -> Result<Utf8Bytes> {
-        transport::recv_text(rx).await
+    async fn recv(&self, peer: &mut Peer) -> Result<Utf8Bytes> {
+        transport::recv_text(&mut peer.rx).await
     }
 }
 

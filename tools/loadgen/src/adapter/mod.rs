@@ -5,13 +5,17 @@
 use std::future::Future;
 use std::net::IpAddr;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use clap::ValueEnum;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::transport::{Peer, PeerRx, PeerTx};
+use crate::transport::Peer;
 
 pub mod book;
+pub mod envelope;
+pub mod matchbox;
+pub mod peerjs;
+pub mod rooms;
 
 /// The protocols loadgen knows by name (`--adapter`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -20,9 +24,9 @@ pub enum AdapterKind {
     Book,
     /// Named rooms on `/socket/<room>` with JSON events (shared/spec/rooms-protocol.md).
     Rooms,
-    /// matchbox_server's protocol.
+    /// matchbox_server's protocol: `/<room>`, IdAssigned / NewPeer / Signal.
     Matchbox,
-    /// The PeerJS server's protocol.
+    /// The PeerJS server's protocol: `/peerjs?key=..&id=..&token=..`, OPEN / OFFER / ANSWER / CANDIDATE.
     Peerjs,
 }
 
@@ -34,14 +38,6 @@ impl AdapterKind {
             Self::Matchbox => "matchbox",
             Self::Peerjs => "peerjs",
         }
-    }
-
-    /// The error for adapters that are planned but not written yet, so a run fails before opening sockets.
-    pub fn not_implemented(self) -> anyhow::Error {
-        anyhow!(
-            "adapter `{}` is not implemented yet (only `book` is)",
-            self.name()
-        )
     }
 }
 
@@ -67,9 +63,11 @@ pub trait Adapter: Send + Sync + 'static {
         first: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Sends `payload` to the other peer of the room.
-    fn send(&self, tx: &mut PeerTx, payload: Utf8Bytes) -> impl Future<Output = Result<()>> + Send;
+    /// Sends `payload` to the other peer of the room (`peer.partner` on protocols that address by id).
+    fn send(&self, peer: &mut Peer, payload: Utf8Bytes) -> impl Future<Output = Result<()>> + Send;
 
     /// The next payload relayed from the other peer, exactly as that peer passed it to [`Adapter::send`].
-    fn recv(&self, rx: &mut PeerRx) -> impl Future<Output = Result<Utf8Bytes>> + Send;
+    /// Protocol events that carry no payload (a peer joined, ids assigned) are skipped; one that ends the
+    /// exchange (the other peer left, an error) is an error.
+    fn recv(&self, peer: &mut Peer) -> impl Future<Output = Result<Utf8Bytes>> + Send;
 }

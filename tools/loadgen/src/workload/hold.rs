@@ -162,10 +162,8 @@ async fn verify_pairs<A: Adapter>(
         tasks.spawn(async move {
             let msg = ping(i as u64);
             let check = async {
-                adapter
-                    .send(&mut pair.joiner.tx, msg.clone().into())
-                    .await?;
-                let got = adapter.recv(&mut pair.creator.rx).await?;
+                adapter.send(&mut pair.joiner, msg.clone().into()).await?;
+                let got = adapter.recv(&mut pair.creator).await?;
                 anyhow::Ok(got.as_str() == msg)
             };
             let ok = matches!(timeout(VERIFY_TIMEOUT, check).await, Ok(Ok(true)));

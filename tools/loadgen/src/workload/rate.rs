@@ -84,7 +84,7 @@ pub async fn run<A: Adapter>(env: &Env<A>, args: &RateArgs) -> Result<(Value, St
 
     let duration = Duration::from_secs_f64(args.duration);
     let interval_ns = 1e9 * args.pairs as f64 / args.rate;
-    let cpu_before = args.server_pid.map(procfs::cpu_time).transpose()?;
+    let cpu = procfs::CpuMeter::start(args.server_pid)?;
     let started = Instant::now();
     let deadline = started + duration;
     let mut senders = JoinSet::new();
@@ -140,16 +140,12 @@ pub async fn run<A: Adapter>(env: &Env<A>, args: &RateArgs) -> Result<(Value, St
             totals.first_error = error;
         }
     }
-    let cpu_after = args.server_pid.map(procfs::cpu_time).transpose()?;
-    let elapsed = started.elapsed();
+    let cpu = cpu.stop()?;
     creators.append(&mut joiners);
     close_peers(creators, 2 * args.concurrency).await;
 
     let sent_rate = totals.sent as f64 / duration.as_secs_f64();
     let lost = totals.sent.saturating_sub(totals.received);
-    let server_cpu = cpu_before.zip(cpu_after).map(|(a, b)| {
-        report::round2(100.0 * b.saturating_sub(a).as_secs_f64() / elapsed.as_secs_f64())
-    });
     let result = json!({
         "workload": "rate",
         "adapter": env.adapter.name(),
@@ -164,11 +160,12 @@ pub async fn run<A: Adapter>(env: &Env<A>, args: &RateArgs) -> Result<(Value, St
         "latency": report::latency_json(&totals.latency),
         "send_lag": report::latency_json(&totals.send_lag),
         "first_error": totals.first_error,
-        "server_cpu_percent": server_cpu,
+        "server_cpu_percent": cpu.server,
+        "loadgen_cpu_percent": cpu.loadgen,
     });
     let summary = format!(
         "rate [{}]: {} msgs/s offered over {} pairs × {} B for {:.1} s: sent {} ({sent_rate:.0}/s), received {}, lost {lost}{}\n  \
-         latency from intended send time: {}\n  sender lag behind schedule: {}{}",
+         latency from intended send time: {}\n  sender lag behind schedule: {}\n  {}",
         env.adapter.name(),
         args.rate,
         args.pairs,
@@ -179,7 +176,7 @@ pub async fn run<A: Adapter>(env: &Env<A>, args: &RateArgs) -> Result<(Value, St
         totals.first_error.as_ref().map(|e| format!(" (first error: {e})")).unwrap_or_default(),
         report::latency_line(&totals.latency),
         report::latency_line(&totals.send_lag),
-        server_cpu.map(|c| format!("\n  server CPU {c:.1} %")).unwrap_or_default(),
+        procfs::cpu_line(&cpu),
     );
     Ok((result, summary))
 }
@@ -207,10 +204,7 @@ async fn send_loop<A: Adapter>(
         sleep_until(due.into()).await;
         report::record(&mut lag, due.elapsed());
         if let Err(e) = adapter
-            .send(
-                &mut peer.tx,
-                payload::sdp_message("offer", sent, size).into(),
-            )
+            .send(&mut peer, payload::sdp_message("offer", sent, size).into())
             .await
         {
             error = Some(format!("{e:#}"));
@@ -241,7 +235,7 @@ async fn receive_loop<A: Adapter>(
         }
         tokio::select! {
             n = &mut done, if sent_total.is_none() => sent_total = Some(n.unwrap_or(0)),
-            msg = timeout(hard_stop.saturating_duration_since(Instant::now()), adapter.recv(&mut peer.rx)) => {
+            msg = timeout(hard_stop.saturating_duration_since(Instant::now()), adapter.recv(&mut peer)) => {
                 match msg {
                     Ok(Ok(text)) => match payload::seq_of(&text) {
                         Some(seq) => {

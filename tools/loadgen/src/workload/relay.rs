@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::{close_pairs, open_pairs, Env, Pair};
 use crate::adapter::Adapter;
-use crate::transport::PeerRx;
+use crate::transport::Peer;
 use crate::{limits, payload, procfs, report};
 
 #[derive(Debug, Clone, Args)]
@@ -62,7 +62,7 @@ pub async fn run<A: Adapter>(env: &Env<A>, args: &RelayArgs) -> Result<(Value, S
     }
 
     let duration = Duration::from_secs_f64(args.duration);
-    let cpu_before = args.server_pid.map(procfs::cpu_time).transpose()?;
+    let cpu = procfs::CpuMeter::start(args.server_pid)?;
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = JoinSet::new();
@@ -89,15 +89,12 @@ pub async fn run<A: Adapter>(env: &Env<A>, args: &RelayArgs) -> Result<(Value, S
         pairs.push(result.pair);
     }
     let elapsed = started.elapsed();
-    let cpu_after = args.server_pid.map(procfs::cpu_time).transpose()?;
+    let cpu = cpu.stop()?;
     close_pairs(pairs, args.concurrency).await;
 
     // Every round trip is two relayed messages, one each way.
     let messages = 2 * round_trips;
     let msgs_per_sec = messages as f64 / elapsed.as_secs_f64();
-    let server_cpu = cpu_before.zip(cpu_after).map(|(a, b)| {
-        report::round2(100.0 * b.saturating_sub(a).as_secs_f64() / elapsed.as_secs_f64())
-    });
     let result = json!({
         "workload": "relay",
         "adapter": env.adapter.name(),
@@ -111,18 +108,19 @@ pub async fn run<A: Adapter>(env: &Env<A>, args: &RelayArgs) -> Result<(Value, S
         "rtt": report::latency_json(&rtt),
         "errors": errors,
         "first_error": first_error,
-        "server_cpu_percent": server_cpu,
+        "server_cpu_percent": cpu.server,
+        "loadgen_cpu_percent": cpu.loadgen,
     });
     let summary = format!(
         "relay [{}]: {} pairs × {} B for {:.1} s: {messages} messages = {msgs_per_sec:.0} msgs/s\n  \
-         round trip: {}\n  errors: {errors}{}{}",
+         round trip: {}\n  errors: {errors}{}; {}",
         env.adapter.name(),
         args.pairs,
         args.size,
         elapsed.as_secs_f64(),
         report::latency_line(&rtt),
         first_error.as_ref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
-        server_cpu.map(|c| format!("; server CPU {c:.1} %")).unwrap_or_default(),
+        procfs::cpu_line(&cpu),
     );
     Ok((result, summary))
 }
@@ -142,13 +140,13 @@ async fn ping_pong<A: Adapter>(
         let msg: Utf8Bytes = payload::sdp_message("offer", round_trips, size).into();
         let sent_at = Instant::now();
         let trip = async {
-            adapter.send(&mut pair.creator.tx, msg.clone()).await?;
-            let there = recv_within(adapter, &mut pair.joiner.rx).await?;
+            adapter.send(&mut pair.creator, msg.clone()).await?;
+            let there = recv_within(adapter, &mut pair.joiner).await?;
             if there != msg {
                 bail!("joiner received a different message than the creator sent");
             }
-            adapter.send(&mut pair.joiner.tx, there).await?;
-            let back = recv_within(adapter, &mut pair.creator.rx).await?;
+            adapter.send(&mut pair.joiner, there).await?;
+            let back = recv_within(adapter, &mut pair.creator).await?;
             if back != msg {
                 bail!("creator received a different message than the joiner echoed");
             }
@@ -169,8 +167,8 @@ async fn ping_pong<A: Adapter>(
     }
 }
 
-async fn recv_within<A: Adapter>(adapter: &A, rx: &mut PeerRx) -> Result<Utf8Bytes> {
-    timeout(RECV_TIMEOUT, adapter.recv(rx))
+async fn recv_within<A: Adapter>(adapter: &A, peer: &mut Peer) -> Result<Utf8Bytes> {
+    timeout(RECV_TIMEOUT, adapter.recv(peer))
         .await
         .map_err(|_| anyhow!("no message relayed within {RECV_TIMEOUT:?}"))?
 }

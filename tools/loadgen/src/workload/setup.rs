@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::{open_pair, Env};
 use crate::adapter::Adapter;
-use crate::transport::{self, Closed, PeerRx};
+use crate::transport::{self, Closed, Peer};
 use crate::{limits, payload, procfs, report};
 
 #[derive(Debug, Clone, Args)]
@@ -58,7 +58,7 @@ pub async fn run<A: Adapter>(env: &Env<A>, args: &SetupArgs) -> Result<(Value, S
     }
     limits::require_nofile(2 * args.workers + 256)?;
     let duration = Duration::from_secs_f64(args.duration);
-    let cpu_before = args.server_pid.map(procfs::cpu_time).transpose()?;
+    let cpu = procfs::CpuMeter::start(args.server_pid)?;
     let started = Instant::now();
     let deadline = started + duration;
     let next_index = Arc::new(AtomicU64::new(0));
@@ -111,11 +111,8 @@ pub async fn run<A: Adapter>(env: &Env<A>, args: &SetupArgs) -> Result<(Value, S
         }
     }
     let elapsed = started.elapsed();
-    let cpu_after = args.server_pid.map(procfs::cpu_time).transpose()?;
+    let cpu = cpu.stop()?;
     let per_sec = total.setups as f64 / elapsed.as_secs_f64();
-    let server_cpu = cpu_before.zip(cpu_after).map(|(a, b)| {
-        report::round2(100.0 * b.saturating_sub(a).as_secs_f64() / elapsed.as_secs_f64())
-    });
     let result = json!({
         "workload": "setup",
         "adapter": env.adapter.name(),
@@ -127,11 +124,12 @@ pub async fn run<A: Adapter>(env: &Env<A>, args: &SetupArgs) -> Result<(Value, S
         "failures": total.failures,
         "unclean_closes": total.unclean_closes,
         "first_error": total.first_error,
-        "server_cpu_percent": server_cpu,
+        "server_cpu_percent": cpu.server,
+        "loadgen_cpu_percent": cpu.loadgen,
     });
     let summary = format!(
         "setup [{}]: {} workers for {:.1} s: {} setups = {per_sec:.0} setups/s, {} failed, {} unclean closes{}\n  \
-         setup latency: {}{}",
+         setup latency: {}\n  {}",
         env.adapter.name(),
         args.workers,
         elapsed.as_secs_f64(),
@@ -140,7 +138,7 @@ pub async fn run<A: Adapter>(env: &Env<A>, args: &SetupArgs) -> Result<(Value, S
         total.unclean_closes,
         total.first_error.as_ref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
         report::latency_line(&latency),
-        server_cpu.map(|c| format!("\n  server CPU {c:.1} %")).unwrap_or_default(),
+        procfs::cpu_line(&cpu),
     );
     Ok((result, summary))
 }
@@ -152,18 +150,18 @@ async fn one_setup<A: Adapter>(env: &Env<A>, index: u64, size: usize) -> Result<
     let offer = payload::sdp_message("offer", index, size);
     let mut pair = open_pair(env, index, &offer).await?;
     let answer: Utf8Bytes = payload::sdp_message("answer", index, size).into();
-    adapter.send(&mut pair.creator.tx, answer.clone()).await?;
-    expect(adapter, &mut pair.joiner.rx, &answer).await?;
+    adapter.send(&mut pair.creator, answer.clone()).await?;
+    expect(adapter, &mut pair.joiner, &answer).await?;
     let candidates: Vec<Utf8Bytes> = (0..CANDIDATES)
         .map(|i| payload::candidate(i).into())
         .collect();
     for c in &candidates {
-        adapter.send(&mut pair.creator.tx, c.clone()).await?;
-        adapter.send(&mut pair.joiner.tx, c.clone()).await?;
+        adapter.send(&mut pair.creator, c.clone()).await?;
+        adapter.send(&mut pair.joiner, c.clone()).await?;
     }
     for c in &candidates {
-        expect(adapter, &mut pair.joiner.rx, c).await?;
-        expect(adapter, &mut pair.creator.rx, c).await?;
+        expect(adapter, &mut pair.joiner, c).await?;
+        expect(adapter, &mut pair.creator, c).await?;
     }
     let (a, b) = tokio::join!(
         transport::close(pair.creator),
@@ -172,8 +170,8 @@ async fn one_setup<A: Adapter>(env: &Env<A>, index: u64, size: usize) -> Result<
     Ok(a == Closed::Clean && b == Closed::Clean)
 }
 
-async fn expect<A: Adapter>(adapter: &A, rx: &mut PeerRx, want: &Utf8Bytes) -> Result<()> {
-    let got = adapter.recv(rx).await?;
+async fn expect<A: Adapter>(adapter: &A, peer: &mut Peer, want: &Utf8Bytes) -> Result<()> {
+    let got = adapter.recv(peer).await?;
     if &got != want {
         bail!("relayed message differs from the one sent");
     }
