@@ -19,6 +19,7 @@ use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
 use futures_lite::{FutureExt, Stream as _};
 use futures_util::SinkExt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -32,6 +33,10 @@ type Ws = WebSocketStream<Stream>;
 const MAX_BATCH: usize = 64;
 
 /// The whole life of an accepted connection; `tls` when it came to the TLS port.
+///
+/// Two phases, each in a box of its own: the handshake (TLS, HTTP, authentication, the join),
+/// then the WebSocket's life. An idle connection then holds only the second, and a book peer
+/// does not pay for the named-rooms handshake (a future is as big as its largest state).
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     tcp: TcpStream,
@@ -39,6 +44,89 @@ pub(crate) async fn serve(
     tls: bool,
     inbox: Inbox,
 ) {
+    let session = Box::pin(open(shared, tcp, addr, tls, inbox)).await;
+    match session {
+        Some(Session::Book(s)) => Box::pin(s.live()).await,
+        Some(Session::Named(s)) => Box::pin(s.live()).await,
+        None => {}
+    }
+}
+
+/// A WebSocket past its handshake, with its peer's handler.
+enum Session {
+    Book(BookSession),
+    Named(NamedSession),
+}
+
+struct BookSession {
+    shared: Arc<Shared>,
+    ws: Ws,
+    handler: BookPeer,
+    inbox: Inbox,
+    client: String,
+}
+
+impl BookSession {
+    fn live(self) -> impl Future<Output = ()> {
+        let BookSession {
+            shared,
+            ws,
+            handler,
+            inbox,
+            client,
+        } = self;
+        let id = inbox.owner().id();
+        run(ws, handler, inbox, move |end, _| {
+            log_end(id, &client, end);
+            shared.bad_input(end);
+        })
+    }
+}
+
+struct NamedSession {
+    shared: Arc<Shared>,
+    ws: Ws,
+    handler: NamedPeer,
+    inbox: Inbox,
+    client: String,
+}
+
+impl NamedSession {
+    fn live(self) -> impl Future<Output = ()> {
+        let NamedSession {
+            shared,
+            ws,
+            handler,
+            inbox,
+            client,
+        } = self;
+        let id = inbox.owner().id();
+        run(ws, handler, inbox, move |end, handler| {
+            ended_named(&shared, id, &client, handler.auth(), end);
+        })
+    }
+}
+
+/// Logs, counts and tells the peer hooks how a named peer's connection ended.
+fn ended_named(shared: &Shared, id: PeerId, client: &str, auth: &AuthData, end: &End) {
+    log_end(id, client, end);
+    shared.bad_input(end);
+    let reason = match end {
+        End::Closed => TerminateReason::Closed,
+        End::Server(code, why) => TerminateReason::Server(u16::from(*code), why.clone()),
+    };
+    shared.peer_hooks.on_terminate(auth, &reason);
+}
+
+/// The handshake phase: everything before the WebSocket's life, or the whole of a plain HTTP
+/// request.
+async fn open(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    tls: bool,
+    inbox: Inbox,
+) -> Option<Session> {
     let id = inbox.owner().id();
     let mut stream = match (tls, &shared.tls) {
         (false, _) => Stream::Plain(tcp),
@@ -53,26 +141,26 @@ pub(crate) async fn serve(
                 Some(Ok(tls)) => Stream::Tls(Box::new(tls)),
                 Some(Err(e)) => {
                     log::warn!("{addr}: TLS handshake failed: {e}");
-                    return;
+                    return None;
                 }
                 None => {
                     log::warn!("{addr}: no TLS handshake within the handshake timeout");
-                    return;
+                    return None;
                 }
             }
         }
-        (true, None) => return,
+        (true, None) => return None,
     };
     let request = match http::read_request(&mut stream, shared.config.handshake_timeout).await {
         Ok(request) => request,
-        Err(http::ReadError::Closed) | Err(http::ReadError::Io(_)) => return,
+        Err(http::ReadError::Closed) | Err(http::ReadError::Io(_)) => return None,
         Err(e) => {
             log::warn!("{addr}: {e}");
             if !matches!(e, http::ReadError::Timeout) {
                 let _ =
                     http::respond(&mut stream, 400, "text/plain", b"bad request\n", false).await;
             }
-            return;
+            return None;
         }
     };
     let client = request
@@ -108,9 +196,7 @@ pub(crate) async fn serve(
             };
         }
         Route::BookSocket => {
-            let Some(ws) = upgrade(&shared, stream, request).await else {
-                return;
-            };
+            let ws = upgrade(&shared, stream, request).await?;
             shared.connected(id, &client);
             log::info!("peer {id} connected from {client}");
             let handler = BookPeer::new(
@@ -120,14 +206,19 @@ pub(crate) async fn serve(
                 Arc::clone(&shared.events),
             )
             .with_chaos(shared.chaos.clone());
-            let end = run(ws, handler, inbox).await;
-            log_end(id, &client, &end);
-            shared.bad_input(&end);
+            return Some(Session::Book(BookSession {
+                shared,
+                ws,
+                handler,
+                inbox,
+                client,
+            }));
         }
         Route::RoomSocket(name) => {
-            serve_named(shared, stream, request, name, &client, inbox).await;
+            return serve_named(shared, stream, request, name, client, inbox).await;
         }
     }
+    None
 }
 
 async fn serve_file(
@@ -166,18 +257,23 @@ async fn serve_named(
     mut stream: Stream,
     request: http::Request,
     name: String,
-    client: &str,
+    client: String,
     inbox: Inbox,
-) {
+) -> Option<Session> {
+    let client = client.as_str();
     let id = inbox.owner().id();
     let hooks = Arc::clone(&shared.peer_hooks);
     let parsed = match hooks.parse_request(&request, &name) {
         Ok(parsed) if http::valid_room_name(&parsed.room) => parsed,
         Ok(parsed) => {
             let why = format!("bad room name {:?}", parsed.room);
-            return refuse(&mut stream, &request, client, 400, why).await;
+            refuse(&mut stream, &request, client, 400, why).await;
+            return None;
         }
-        Err(refusal) => return refuse(&mut stream, &request, client, 400, refusal.0).await,
+        Err(refusal) => {
+            refuse(&mut stream, &request, client, 400, refusal.0).await;
+            return None;
+        }
     };
     let mut auth = AuthData {
         peer_id: id,
@@ -188,15 +284,15 @@ async fn serve_named(
     if let Err(refusal) = hooks.on_init(&mut auth, &shared.config.accounts) {
         let who = auth.credentials.username().unwrap_or("-");
         let why = format!("not authenticated (user {who:?}): {refusal}");
-        return refuse(&mut stream, &request, client, 401, why).await;
+        refuse(&mut stream, &request, client, 401, why).await;
+        return None;
     }
     if !shared.rooms.named_room_exists(&auth.room) {
         let why = format!("no room {:?}", auth.room);
-        return refuse(&mut stream, &request, client, 404, why).await;
+        refuse(&mut stream, &request, client, 404, why).await;
+        return None;
     }
-    let Some(mut ws) = upgrade(&shared, stream, request).await else {
-        return;
-    };
+    let mut ws = upgrade(&shared, stream, request).await?;
     shared.connected(id, client);
     log::info!("peer {id} connected from {client} to room {}", auth.room);
     let end = match shared
@@ -220,10 +316,15 @@ async fn serve_named(
                 _ => true,
             };
             if welcomed {
-                run(ws, handler, inbox).await
-            } else {
-                End::Closed
+                return Some(Session::Named(NamedSession {
+                    shared: Arc::clone(&shared),
+                    ws,
+                    handler,
+                    inbox,
+                    client: client.to_owned(),
+                }));
             }
+            End::Closed
         }
         Err(NamedJoinError::Refused(refusal)) => {
             let error = RoomMessage::error(&refusal.0).to_text();
@@ -242,13 +343,8 @@ async fn serve_named(
             End::Server(CloseCode::Away, "server shutting down".into())
         }
     };
-    log_end(id, client, &end);
-    shared.bad_input(&end);
-    let reason = match &end {
-        End::Closed => TerminateReason::Closed,
-        End::Server(code, why) => TerminateReason::Server(u16::from(*code), why.clone()),
-    };
-    hooks.on_terminate(&auth, &reason);
+    ended_named(&shared, id, client, &auth, &end);
+    None
 }
 
 /// An HTTP error instead of the upgrade, logged once.
@@ -303,7 +399,19 @@ enum Input {
     Frame(Option<Result<Message, WsError>>),
 }
 
-async fn run(mut ws: Ws, mut handler: impl Handler, mut inbox: Inbox) -> End {
+/// A WebSocket's life: the loop, then `finish` with how it ended. Everything the connection
+/// holds is this function's own (the loop borrows it), so it is stored once in the future.
+async fn run<H: Handler>(
+    mut ws: Ws,
+    mut handler: H,
+    mut inbox: Inbox,
+    finish: impl FnOnce(&End, &H),
+) {
+    let end = run_loop(&mut ws, &mut handler, &mut inbox).await;
+    finish(&end, &handler);
+}
+
+async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox) -> End {
     // Alternate which side is polled first so that neither a busy socket nor a busy mailbox
     // starves the other.
     let mut inbox_first = false;
@@ -320,7 +428,7 @@ async fn run(mut ws: Ws, mut handler: impl Handler, mut inbox: Inbox) -> End {
                     return Poll::Ready(i);
                 }
             }
-            if let Poll::Ready(f) = Pin::new(&mut ws).poll_next(cx) {
+            if let Poll::Ready(f) = Pin::new(&mut *ws).poll_next(cx) {
                 return Poll::Ready(Input::Frame(f));
             }
             if !inbox_first {
@@ -335,10 +443,10 @@ async fn run(mut ws: Ws, mut handler: impl Handler, mut inbox: Inbox) -> End {
             Input::Info(None) => return End::Closed,
             Input::Info(Some(msg)) => {
                 inbox.taken(&msg);
-                let command = guarded(&mut ws, || handler.handle_info(msg)).await;
+                let command = guarded(ws, || handler.handle_info(msg)).await;
                 if let Some(Command::Send(frame)) = command {
                     // Take whatever else is already queued, then flush once.
-                    if let Err(end) = feed_batch(&mut ws, &mut handler, &mut inbox, frame).await {
+                    if let Err(end) = feed_batch(ws, handler, inbox, frame).await {
                         return end;
                     }
                     continue;
@@ -352,7 +460,7 @@ async fn run(mut ws: Ws, mut handler: impl Handler, mut inbox: Inbox) -> End {
                     .await
                 {
                     Ok(command) => command,
-                    Err(panic) => crashed(&mut ws, panic).await,
+                    Err(panic) => crashed(ws, panic).await,
                 }
             }
             Input::Frame(Some(Ok(Message::Binary(_)))) => {
@@ -366,6 +474,13 @@ async fn run(mut ws: Ws, mut handler: impl Handler, mut inbox: Inbox) -> End {
                 }
                 None
             }
+            Input::Frame(Some(Ok(Message::Close(_)))) => {
+                // tungstenite queued the close reply: send it before anything else can be
+                // written (a `left` arriving now would fail on the closing socket, and the
+                // client would never see its close answered).
+                let _ = ws.flush().await;
+                None
+            }
             Input::Frame(Some(Ok(_))) => None,
             Input::Frame(Some(Err(e))) => match e {
                 WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
@@ -374,7 +489,7 @@ async fn run(mut ws: Ws, mut handler: impl Handler, mut inbox: Inbox) -> End {
                 WsError::Utf8(_) => Some(Command::Close(CloseCode::Invalid, "invalid UTF-8")),
                 WsError::Protocol(p) => {
                     let reason = p.to_string();
-                    close(&mut ws, CloseCode::Protocol, "protocol error").await;
+                    close(ws, CloseCode::Protocol, "protocol error").await;
                     return End::Server(CloseCode::Protocol, reason);
                 }
                 _ => return End::Closed,
@@ -389,7 +504,7 @@ async fn run(mut ws: Ws, mut handler: impl Handler, mut inbox: Inbox) -> End {
                 }
             }
             Some(Command::Close(code, why)) => {
-                close(&mut ws, code, why).await;
+                close(ws, code, why).await;
                 return End::Server(code, why.to_owned());
             }
         }
