@@ -20,6 +20,7 @@
 //   --timeout MS        how long the call may take to connect (default 30000)
 
 import { chromium } from 'playwright-core';
+import { started, results, record, check, skip, assert, freePort, portAccepts, sleep } from './harness.mjs';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -29,7 +30,6 @@ import { fileURLToPath } from 'node:url';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..', '..');
-const started = Date.now();
 
 // ---- Options -------------------------------------------------------------------------------
 function parseArgs(argv) {
@@ -83,51 +83,13 @@ const CHROMIUM_ARGS = [
 ];
 
 // ---- Results -------------------------------------------------------------------------------
-const results = [];
 
-function record(name, ok, detail) {
-  results.push({ name, ok, detail });
-  const secs = ((Date.now() - started) / 1000).toFixed(1);
-  console.log(`${ok ? 'ok  ' : 'FAIL'} [${secs.padStart(5)}s] ${name}${detail ? ` — ${detail}` : ''}`);
-  return ok;
-}
 
-async function check(name, fn) {
-  try {
-    const detail = await fn();
-    return record(name, true, typeof detail === 'string' ? detail : '');
-  } catch (err) {
-    return record(name, false, String(err && err.message ? err.message : err).split('\n')[0]);
-  }
-}
 
-function skip(name, because) {
-  return record(name, false, `not run: ${because}`);
-}
 
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
 
 // ---- Server (optional) ---------------------------------------------------------------------
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
-function portAccepts(port) {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
-    sock.once('connect', () => { sock.destroy(); resolve(true); });
-    sock.once('error', () => { sock.destroy(); resolve(false); });
-  });
-}
 
 let server = null;
 
@@ -193,9 +155,6 @@ async function newPage(context, label) {
   return page;
 }
 
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 // Luminance statistics of one frame of a <video>, drawn at 160x120, plus a 40x30 thumbnail.
 function videoFrameStats(selector) {

@@ -20,6 +20,7 @@
 //   --chromium PATH     the browser (default $CHROMIUM or /usr/bin/chromium)
 
 import { chromium } from 'playwright-core';
+import { started, results, record, check, assert, freePort, portAccepts, sleep } from './harness.mjs';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -27,7 +28,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const started = Date.now();
 
 // ---- Options -------------------------------------------------------------------------------
 function parseArgs(argv) {
@@ -67,51 +67,13 @@ const outDir = opts.out ? path.resolve(opts.out) : fs.mkdtempSync(path.join(os.t
 fs.mkdirSync(outDir, { recursive: true });
 
 // ---- Results -------------------------------------------------------------------------------
-const results = [];
 
-function record(name, ok, detail) {
-  results.push({ name, ok, detail });
-  const secs = ((Date.now() - started) / 1000).toFixed(1);
-  console.log(`${ok ? 'ok  ' : 'FAIL'} [${secs.padStart(5)}s] ${name}${detail ? ` — ${detail}` : ''}`);
-  return ok;
-}
 
-async function check(name, fn) {
-  try {
-    const detail = await fn();
-    return record(name, true, typeof detail === 'string' ? detail : '');
-  } catch (err) {
-    return record(name, false, String(err && err.message ? err.message : err).split('\n')[0]);
-  }
-}
 
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
 
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 // ---- Server (optional) ---------------------------------------------------------------------
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
-function portAccepts(port) {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
-    sock.once('connect', () => { sock.destroy(); resolve(true); });
-    sock.once('error', () => { sock.destroy(); resolve(false); });
-  });
-}
 
 let server = null;
 let serverExit = null;
