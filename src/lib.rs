@@ -13,7 +13,7 @@
 //!
 //! And the pieces without a process: [`book_protocol`] and [`rooms_protocol`] (the wire
 //! formats, no I/O), [`auth`] (credentials, checked before the upgrade), [`http`]
-//! (upgrade and static files), [`mailbox`] (a peer's bounded inbox), [`events`], [`config`].
+//! (upgrade and static files), [`mailbox`] (a peer's bounded inbox), [`channel`] (a room's), [`events`], [`config`].
 //!
 //! Fault injection and introspection: [`admin`] (the admin API and observer page, on a listener
 //! of its own), [`metrics`] (Prometheus counters), [`chaos`] (seeded random crashes).
@@ -23,6 +23,7 @@ pub mod admin;
 pub mod app_env;
 pub mod auth;
 pub mod book_protocol;
+pub mod channel;
 pub mod chaos;
 pub mod config;
 pub mod connection;

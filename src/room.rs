@@ -63,7 +63,7 @@ pub(crate) struct Room {
     pub kind: RoomKind,
     /// Which instance of the room table entry this process serves.
     pub serial: u64,
-    pub inbox: async_channel::Receiver<RoomMsg>,
+    pub inbox: crate::channel::Receiver<RoomMsg>,
     pub registry: Arc<Registry>,
     pub events: Arc<Events>,
     pub rooms: Arc<Rooms>,

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use supervisors::{ChildKind, ChildSpec, DynamicSupervisor, StartChildError};
 
 struct RoomEntry {
-    mailbox: async_channel::Sender<RoomMsg>,
+    mailbox: crate::channel::Sender<RoomMsg>,
     serial: u64,
     kind: RoomKind,
 }
@@ -364,7 +364,7 @@ impl Rooms {
         key: RoomKey,
         kind: RoomKind,
     ) -> Result<(), StartChildError> {
-        let (mailbox, inbox) = async_channel::unbounded();
+        let (mailbox, inbox) = crate::channel::unbounded();
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         let rooms = Arc::clone(self);
         let stop_mailbox = mailbox.clone();
