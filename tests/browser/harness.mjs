@@ -51,3 +51,29 @@ export function portAccepts(port) {
 export function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+/** Runs a script's `run`, bounded by `limitMs` whatever hangs, then `cleanup`; prints the
+ *  summary line ("N passed, M failed") and exits 0 only if something passed and nothing failed. */
+export async function runToEnd({ run, cleanup, outDir, limitMs }) {
+  const finish = () => {
+    clearTimeout(watchdog);
+    const passed = results.filter((r) => r.ok).length;
+    const failed = results.length - passed;
+    console.log(`screenshots and logs: ${outDir}`);
+    console.log(`took ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    console.log(`${passed} passed, ${failed} failed`);
+    process.exit(failed === 0 && passed > 0 ? 0 : 1);
+  };
+  const watchdog = setTimeout(async () => {
+    record(`the run finishes within ${limitMs / 1000} s`, false, 'timed out');
+    await Promise.race([cleanup(), sleep(5000)]);
+    finish();
+  }, limitMs);
+  try {
+    await run();
+  } catch (err) {
+    record('the test harness runs', false, err && err.stack ? err.stack.split('\n').slice(0, 3).join(' | ') : String(err));
+  }
+  await cleanup();
+  finish();
+}

@@ -20,14 +20,13 @@
 //   --chromium PATH     the browser (default $CHROMIUM or /usr/bin/chromium)
 
 import { chromium } from 'playwright-core';
-import { started, results, record, check, assert, freePort, portAccepts, sleep } from './harness.mjs';
+import { started, results, record, check, assert, freePort, portAccepts, sleep, runToEnd } from './harness.mjs';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-
 
 // ---- Options -------------------------------------------------------------------------------
 function parseArgs(argv) {
@@ -66,14 +65,7 @@ const opts = parseArgs(process.argv.slice(2));
 const outDir = opts.out ? path.resolve(opts.out) : fs.mkdtempSync(path.join(os.tmpdir(), 'rtc-observer-'));
 fs.mkdirSync(outDir, { recursive: true });
 
-// ---- Results -------------------------------------------------------------------------------
-
-
-
-
-
 // ---- Server (optional) ---------------------------------------------------------------------
-
 
 let server = null;
 let serverExit = null;
@@ -306,27 +298,4 @@ async function cleanup() {
   }
 }
 
-// A hard bound on the whole run, whatever hangs.
-const watchdog = setTimeout(async () => {
-  record('the run finishes within 120 s', false, 'timed out');
-  await Promise.race([cleanup(), sleep(5000)]);
-  finish();
-}, 120000);
-
-function finish() {
-  clearTimeout(watchdog);
-  const passed = results.filter((r) => r.ok).length;
-  const failed = results.length - passed;
-  console.log(`screenshot and logs: ${outDir}`);
-  console.log(`took ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exit(failed === 0 && passed > 0 ? 0 : 1);
-}
-
-try {
-  await run();
-} catch (err) {
-  record('the test harness runs', false, err && err.stack ? err.stack.split('\n').slice(0, 3).join(' | ') : String(err));
-}
-await cleanup();
-finish();
+await runToEnd({ run, cleanup, outDir, limitMs: 120000 });

@@ -21,7 +21,7 @@
 //   --timeout MS        how long the calls may take to connect (default 30000)
 
 import { chromium } from 'playwright-core';
-import { started, results, record, check, skip, assert, freePort, portAccepts, sleep } from './harness.mjs';
+import { started, results, record, check, skip, assert, freePort, portAccepts, sleep, runToEnd } from './harness.mjs';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -84,14 +84,7 @@ const CHROMIUM_ARGS = [
   '--disable-quic',
 ];
 
-// ---- Results -------------------------------------------------------------------------------
-
-
-
-
-
 // ---- Server (optional) ---------------------------------------------------------------------
-
 
 let server = null;
 
@@ -160,7 +153,6 @@ async function newPage(context, label) {
   pages.push(page);
   return page;
 }
-
 
 // Luminance statistics of one frame of a <video>, drawn at 160x120, plus a 40x30 thumbnail.
 function videoFrameStats(selector) {
@@ -502,27 +494,4 @@ async function cleanup() {
   for (const p of profiles) fs.rmSync(p, { recursive: true, force: true });
 }
 
-// A hard bound on the whole run, whatever hangs.
-const watchdog = setTimeout(async () => {
-  record('the run finishes within 180 s', false, 'timed out');
-  await Promise.race([cleanup(), sleep(5000)]);
-  finish();
-}, 180000);
-
-function finish() {
-  clearTimeout(watchdog);
-  const passed = results.filter((r) => r.ok).length;
-  const failed = results.length - passed;
-  console.log(`screenshots and logs: ${outDir}`);
-  console.log(`took ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exit(failed === 0 && passed > 0 ? 0 : 1);
-}
-
-try {
-  await run();
-} catch (err) {
-  record('the test harness runs', false, err && err.stack ? err.stack.split('\n').slice(0, 3).join(' | ') : String(err));
-}
-await cleanup();
-finish();
+await runToEnd({ run, cleanup, outDir, limitMs: 180000 });
