@@ -10,6 +10,7 @@ use crate::registry::PeerId;
 use crate::rooms_protocol::{self, RoomMessage};
 use crate::rooms_sup::NamedJoinError;
 use crate::rtcserver_app::Shared;
+use crate::socket::Socket;
 use crate::tls::Stream;
 use async_net::TcpStream;
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -128,6 +129,7 @@ async fn open(
     inbox: Inbox,
 ) -> Option<Session> {
     let id = inbox.owner().id();
+    let tcp = Socket::from(tcp);
     let mut stream = match (tls, &shared.tls) {
         (false, _) => Stream::Plain(tcp),
         (true, Some(acceptor)) => {

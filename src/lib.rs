@@ -44,6 +44,7 @@ pub mod rooms_protocol;
 pub mod rooms_sup;
 pub mod rtcserver_app;
 pub mod rtcserver_sup;
+pub mod socket;
 pub mod tls;
 
 pub use config::Config;

@@ -1,5 +1,6 @@
 //! TLS (HTTPS and WSS) with rustls: the certificate files, and the one stream type the
 //! connection code reads and writes whether or not TLS is under it.
+use crate::socket::Socket;
 use futures_lite::{AsyncRead, AsyncWrite};
 use futures_rustls::rustls;
 use futures_rustls::server::TlsStream;
@@ -71,9 +72,9 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 /// A client connection, plain or TLS.
 pub enum Stream {
-    Plain(async_net::TcpStream),
+    Plain(Socket),
     /// Boxed: a TLS session is large, and most connections are plain.
-    Tls(Box<TlsStream<async_net::TcpStream>>),
+    Tls(Box<TlsStream<Socket>>),
 }
 
 impl AsyncRead for Stream {
