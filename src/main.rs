@@ -7,6 +7,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// glibc's malloc kept all of a 10,000-connection burst after the connections closed (freed, but
+/// spread over its arenas); jemalloc, with the background purging thread set in
+/// `.cargo/config.toml`, gives it back within seconds (bench/README.md has the figures).
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The WebRTC signaling server of "WebRTC Blueprints", on an OTP-style supervision tree.
 #[derive(Parser, Debug)]
 #[command(version, about)]
