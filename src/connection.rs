@@ -136,7 +136,7 @@ async fn open(
             // The TLS handshake counts against the handshake timeout, as the request does.
             let handshake = async { Some(acceptor.accept(tcp).await) };
             let timeout = async {
-                async_io::Timer::after(shared.config.handshake_timeout).await;
+                crate::deadline::after(shared.config.handshake_timeout).await;
                 None
             };
             match futures_lite::future::or(handshake, timeout).await {
@@ -575,7 +575,7 @@ async fn close(ws: &mut Ws, code: CloseCode, reason: &str) {
     };
     handshake
         .or(async {
-            async_io::Timer::after(Duration::from_secs(1)).await;
+            crate::deadline::after(Duration::from_secs(1)).await;
         })
         .await;
 }

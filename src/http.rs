@@ -77,7 +77,7 @@ pub async fn read_request<S: futures_lite::AsyncRead + Unpin>(
         }
     };
     futures_lite::future::or(read, async {
-        async_io::Timer::after(timeout).await;
+        crate::deadline::after(timeout).await;
         Err(ReadError::Timeout)
     })
     .await

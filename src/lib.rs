@@ -27,6 +27,7 @@ pub mod channel;
 pub mod chaos;
 pub mod config;
 pub mod connection;
+pub mod deadline;
 pub mod erlang_term;
 pub mod events;
 pub mod hooks;

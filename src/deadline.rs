@@ -1,0 +1,191 @@
+//! Per-connection timeouts that cost the reactor nothing.
+//!
+//! async-io's `Timer` tells the reactor thread of every timer it arms: an eventfd write, a
+//! context switch onto the reactor thread, and two `epoll_ctl` to re-arm its eventfd and timerfd.
+//! With one handshake timeout per connection, that was every one of the reactor's wake-ups that
+//! no socket caused in a call setup (`perf record` on `loadgen setup`, bench/README.md). The
+//! timeouts here almost never fire, so they are kept in one table watched by a thread of their
+//! own, which is woken only when the earliest deadline moves earlier.
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// Ready once `timeout` has passed.
+pub fn after(timeout: Duration) -> Deadline {
+    Deadline {
+        when: Instant::now() + timeout,
+        id: None,
+    }
+}
+
+/// A future that is ready at an instant; registered with the watcher while it waits.
+pub struct Deadline {
+    when: Instant,
+    /// Set while this deadline is in the watcher's table.
+    id: Option<u64>,
+}
+
+impl Future for Deadline {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.when {
+            self.unregister();
+            return Poll::Ready(());
+        }
+        let watcher = watcher();
+        let mut table = watcher.lock();
+        match self.id {
+            Some(id) => {
+                if let Some(waker) = table.entries.get_mut(&(self.when, id)) {
+                    if !waker.will_wake(cx.waker()) {
+                        *waker = cx.waker().clone();
+                    }
+                }
+            }
+            None => {
+                let id = table.next_id;
+                table.next_id += 1;
+                let earlier = table
+                    .entries
+                    .first_key_value()
+                    .is_none_or(|((first, _), _)| self.when < *first);
+                table.entries.insert((self.when, id), cx.waker().clone());
+                self.id = Some(id);
+                if earlier {
+                    watcher.changed.notify_one();
+                }
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Deadline {
+    fn unregister(&mut self) {
+        if let Some(id) = self.id.take() {
+            watcher().lock().entries.remove(&(self.when, id));
+        }
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
+
+struct Watcher {
+    table: Mutex<Table>,
+    /// Signalled when a deadline earlier than every other is added.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Table {
+    entries: BTreeMap<(Instant, u64), Waker>,
+    next_id: u64,
+}
+
+impl Watcher {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // Nothing in here can panic while the lock is held but a waker; the table stays valid.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run(&self) {
+        let mut table = self.lock();
+        loop {
+            let now = Instant::now();
+            let mut due = Vec::new();
+            while let Some(entry) = table.entries.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                due.push(entry.remove());
+            }
+            if !due.is_empty() {
+                drop(table);
+                due.into_iter().for_each(Waker::wake);
+                table = self.lock();
+                continue;
+            }
+            let first = table
+                .entries
+                .first_key_value()
+                .map(|((first, _), _)| *first);
+            table = match first {
+                None => self.changed.wait(table).unwrap_or_else(|e| e.into_inner()),
+                Some(first) => {
+                    let wait = first.saturating_duration_since(now);
+                    match self.changed.wait_timeout(table, wait) {
+                        Ok((table, _)) => table,
+                        Err(e) => e.into_inner().0,
+                    }
+                }
+            };
+        }
+    }
+}
+
+fn watcher() -> &'static Watcher {
+    static WATCHER: OnceLock<&'static Watcher> = OnceLock::new();
+    WATCHER.get_or_init(|| {
+        let watcher: &'static Watcher = Box::leak(Box::new(Watcher {
+            table: Mutex::new(Table::default()),
+            changed: Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name("rtcserver-timeouts".into())
+            .spawn(move || watcher.run())
+            .expect("cannot start the timeouts thread");
+        watcher
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::{block_on, or};
+
+    #[test]
+    fn fires_after_its_time_and_leaves_the_table() {
+        let start = Instant::now();
+        let mut deadline = Box::pin(after(Duration::from_millis(30)));
+        block_on(deadline.as_mut());
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        assert_eq!(deadline.id, None, "unregistered once fired");
+    }
+
+    #[test]
+    fn an_earlier_deadline_added_later_fires_first() {
+        let start = Instant::now();
+        let later = async {
+            after(Duration::from_secs(5)).await;
+            "later"
+        };
+        let sooner = async {
+            // Polled after `later` has been registered, so the watcher must wake up early.
+            futures_lite::future::yield_now().await;
+            after(Duration::from_millis(20)).await;
+            "sooner"
+        };
+        assert_eq!(block_on(or(later, sooner)), "sooner");
+        assert!(start.elapsed() < Duration::from_secs(4));
+    }
+
+    #[test]
+    fn a_dropped_deadline_is_forgotten() {
+        let mut deadline = Box::pin(after(Duration::from_secs(60)));
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(deadline.as_mut().poll(&mut cx).is_pending());
+        let key = (deadline.when, deadline.id.expect("registered"));
+        assert!(watcher().lock().entries.contains_key(&key));
+        drop(deadline);
+        assert!(!watcher().lock().entries.contains_key(&key));
+    }
+}
