@@ -92,8 +92,18 @@ impl RoomMessage {
 
     /// The wire text.
     pub fn to_text(&self) -> String {
-        // Serialising a Value-holding struct into a String cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        // Sized up front: growing from serde_json's 128 bytes was a few reallocations per relayed
+        // SDP (`perf record`).
+        let data = match &self.data {
+            Value::String(s) => s.len() + s.len() / 8,
+            _ => 128,
+        };
+        let mut text = Vec::with_capacity(64 + self.event.len() + data);
+        // Serialising a Value-holding struct into memory cannot fail, and the output is UTF-8.
+        if serde_json::to_writer(&mut text, self).is_err() {
+            return String::new();
+        }
+        String::from_utf8(text).unwrap_or_default()
     }
 }
 
@@ -157,21 +167,38 @@ struct ToWire(To);
 
 impl<'de> Deserialize<'de> for ToWire {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Word(String),
-            List(Vec<String>),
+        // A visitor rather than `#[serde(untagged)]`, which buffered every `to` and built an
+        // error (with a formatted message) for each list before trying the next variant: 2-3 %
+        // of a named room's relay in `perf record`.
+        d.deserialize_any(ToVisitor)
+    }
+}
+
+struct ToVisitor;
+
+impl<'de> Visitor<'de> for ToVisitor {
+    type Value = ToWire;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"all\" or a list of peer ids (strings)")
+    }
+
+    fn visit_str<E: de::Error>(self, word: &str) -> Result<ToWire, E> {
+        if word == "all" {
+            Ok(ToWire(To::All))
+        } else {
+            Err(E::custom(format!(
+                "\"to\" must be \"all\" or a list, not {word:?}"
+            )))
         }
-        match Raw::deserialize(d).map_err(|_| {
-            de::Error::custom("\"to\" must be \"all\" or a list of peer ids (strings)")
-        })? {
-            Raw::Word(w) if w == "all" => Ok(ToWire(To::All)),
-            Raw::Word(w) => Err(de::Error::custom(format!(
-                "\"to\" must be \"all\" or a list, not {w:?}"
-            ))),
-            Raw::List(ids) => Ok(ToWire(To::Peers(ids))),
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<ToWire, A::Error> {
+        let mut ids = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(64));
+        while let Some(id) = seq.next_element::<String>()? {
+            ids.push(id);
         }
+        Ok(ToWire(To::Peers(ids)))
     }
 }
 

@@ -33,9 +33,12 @@ pub struct HoldArgs {
 
 /// Time for the server to finish whatever the burst of joins left behind before its RSS is read.
 const SETTLE: Duration = Duration::from_secs(2);
-/// RSS after close is polled this often, until it stops falling or `RSS_POLLS` polls have passed.
+/// RSS after close is polled this often, until it has made no new low for `RSS_FLAT_POLLS`
+/// polls in a row (allocators that purge in the background give memory back in steps) or
+/// `RSS_POLLS` polls have passed.
 const RSS_POLL: Duration = Duration::from_millis(500);
-const RSS_POLLS: u32 = 20;
+const RSS_FLAT_POLLS: u32 = 4;
+const RSS_POLLS: u32 = 24;
 
 pub async fn run<A: Adapter>(env: &Env<A>, args: &HoldArgs) -> Result<(Value, String)> {
     if args.connections < 2 || args.connections % 2 != 0 {
@@ -184,14 +187,20 @@ async fn verify_pairs<A: Adapter>(
 
 /// The server's RSS once it has stopped falling after the closes (allocators return memory lazily).
 async fn settled_rss(pid: u32) -> Result<u64> {
-    let mut last = procfs::rss_kib(pid)?;
+    let mut low = procfs::rss_kib(pid)?;
+    let mut flat = 0;
     for _ in 0..RSS_POLLS {
         sleep(RSS_POLL).await;
         let now = procfs::rss_kib(pid)?;
-        if now >= last {
-            return Ok(now);
+        if now < low {
+            low = now;
+            flat = 0;
+        } else {
+            flat += 1;
+            if flat == RSS_FLAT_POLLS {
+                return Ok(now);
+            }
         }
-        last = now;
     }
-    Ok(last)
+    procfs::rss_kib(pid)
 }
