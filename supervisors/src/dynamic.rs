@@ -1,4 +1,5 @@
-//! A supervisor of many short-lived children (peers, rooms), each a bastion `spawn!` lightproc.
+//! A supervisor of many short-lived children (peers, rooms), each a bastion lightproc (run by
+//! [`crate::scheduler`]).
 //!
 //! bastion's own children groups are never freed once deployed at run time (see bastion-notes), so a
 //! child per connection must not be one. Here a child is a plain lightproc whose future is wrapped to
@@ -404,12 +405,12 @@ fn spawn_instance(tx: Sender<Msg>, key: ChildKey, incarnation: u64, future: BoxF
         incarnation,
         exit: None,
     };
-    // The handle is dropped: the lightproc runs detached and reports its own end.
-    drop(bastion::executor::spawn(async move {
+    // A lightproc that runs detached and reports its own end.
+    crate::scheduler::spawn(async move {
         let exit = match AssertUnwindSafe(future).catch_unwind().await {
             Ok(()) => Exit::Normal,
             Err(payload) => Exit::Panic(panic_message(payload.as_ref())),
         };
         report.finish(exit);
-    }));
+    });
 }

@@ -6,6 +6,8 @@
 //!   bastion children groups made at run time are never freed, so dynamic children must not be groups.
 //! - [`fixed`] — a `one_for_one` supervisor of a fixed list of bastion children (listener, registry, ...),
 //!   adding restart intensity, escalation and introspection on top of bastion's own restarts.
+//! - `scheduler` — runs the dynamic children: bastion lightprocs on threads that also drive the I/O
+//!   reactor, so that a socket's event and the process it wakes share a thread.
 //! - [`observer`] — supervision events (start, exit, restart, escalation) for logs, metrics and tests.
 #![forbid(unsafe_code)]
 
@@ -14,6 +16,7 @@ pub mod dynamic;
 pub mod fixed;
 pub mod intensity;
 pub mod observer;
+mod scheduler;
 
 pub use child::{panic_message, ChildInfo, ChildKind, ChildStatus, Exit, StopReason};
 pub use dynamic::{ChildSpec, DynamicSupervisor, StartChildError};

@@ -1,0 +1,165 @@
+//! The scheduler of dynamic children (peers, rooms): bastion lightprocs, run by threads that
+//! also poll for I/O, as the BEAM's schedulers do.
+//!
+//! On bastion's pool, a socket's readiness travelled from async-io's reactor thread to a
+//! `bastion-driver` thread: a context switch and a round of epoll bookkeeping per batch of
+//! events, which put a relayed message at 1.75× the CPU of a minimal tokio relay (perf,
+//! bench/README.md). Here every thread runs queued lightprocs and, when there are none, waits
+//! inside `async_io::block_on`, which makes it the reactor: a socket's event, the process it
+//! wakes and the processes that one wakes in turn all run on the thread that saw the event.
+//!
+//! The processes are the same lightprocs bastion's `spawn!` makes (`lightproc`, bastion's
+//! process type, with a `ProcStack`); only the queue they are scheduled on is ours. The static
+//! part of the tree (the supervisors, the listener) stays on bastion's pool.
+use concurrent_queue::ConcurrentQueue;
+use event_listener::Event;
+use lightproc::prelude::{LightProc, ProcStack};
+use std::cell::Cell;
+use std::future::Future;
+use std::sync::OnceLock;
+
+/// Processes run before the thread looks at the reactor again: a busy thread still reads its
+/// sockets, and no process waits long behind a burst.
+const BATCH: usize = 128;
+
+struct Scheduler {
+    queue: ConcurrentQueue<LightProc>,
+    /// Wakes a thread waiting for work.
+    work: Event,
+}
+
+thread_local! {
+    /// True while one of the scheduler's threads is running processes (not while it waits in
+    /// the reactor: a process woken from there must still wake the thread's loop).
+    static RUNNING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `future` as a lightproc on the scheduler; it runs detached to its end.
+pub(crate) fn spawn<F>(future: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (proc, handle) = LightProc::recoverable(future, schedule, ProcStack::default());
+    // Dropping the handle detaches the process; it reports its own end (see `dynamic`).
+    drop(handle);
+    proc.schedule();
+}
+
+fn schedule(proc: LightProc) {
+    let scheduler = scheduler();
+    if let Err(e) = scheduler.queue.push(proc) {
+        // The queue is unbounded and never closed: unreachable, but never lose a process.
+        e.into_inner().run();
+        return;
+    }
+    // A process woken by a running process runs on that thread next; others are called in
+    // (from the reactor, an accept, a supervisor), or to help when work piles up.
+    if !RUNNING.with(Cell::get) || scheduler.queue.len() > 1 {
+        scheduler.work.notify(1);
+    }
+}
+
+fn scheduler() -> &'static Scheduler {
+    static SCHEDULER: OnceLock<&'static Scheduler> = OnceLock::new();
+    SCHEDULER.get_or_init(|| {
+        let scheduler: &'static Scheduler = Box::leak(Box::new(Scheduler {
+            queue: ConcurrentQueue::unbounded(),
+            work: Event::new(),
+        }));
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for i in 0..threads {
+            std::thread::Builder::new()
+                .name(format!("scheduler-{i}"))
+                .spawn(move || run(scheduler))
+                .expect("cannot start a scheduler thread");
+        }
+        scheduler
+    })
+}
+
+fn run(scheduler: &'static Scheduler) {
+    async_io::block_on(async {
+        loop {
+            let mut ran = 0;
+            RUNNING.with(|r| r.set(true));
+            while ran < BATCH {
+                let Ok(proc) = scheduler.queue.pop() else {
+                    break;
+                };
+                proc.run();
+                ran += 1;
+            }
+            RUNNING.with(|r| r.set(false));
+            if ran == BATCH {
+                // Returning Pending once lets block_on read the reactor without blocking.
+                futures_lite::future::yield_now().await;
+                continue;
+            }
+            let listener = scheduler.work.listen();
+            if !scheduler.queue.is_empty() {
+                continue;
+            }
+            // Nothing to run: block_on waits in the reactor until an event or a notify.
+            listener.await;
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn runs_processes_and_wakes_them_from_other_threads() {
+        let (tx, rx) = mpsc::channel();
+        let (wake_tx, wake_rx) = async_channel::bounded::<u32>(1);
+        spawn(async move {
+            // Woken by a send from a thread that is not the scheduler's.
+            let n = wake_rx.recv().await.unwrap_or(0);
+            tx.send(n + 1).ok();
+        });
+        std::thread::spawn(move || wake_tx.send_blocking(41).ok());
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(42));
+    }
+
+    #[test]
+    fn a_panicking_process_does_not_stop_the_scheduler() {
+        spawn(async { panic!("injected") });
+        let (tx, rx) = mpsc::channel();
+        for i in 0..1000u32 {
+            let tx = tx.clone();
+            spawn(async move {
+                futures_lite::future::yield_now().await;
+                tx.send(i).ok();
+            });
+        }
+        let mut got: Vec<u32> = (0..1000)
+            .map(|_| rx.recv_timeout(Duration::from_secs(10)))
+            .collect::<Result<_, _>>()
+            .expect("every process ran");
+        got.sort_unstable();
+        assert_eq!(got, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn waits_on_sockets_inside_the_reactor() {
+        let (tx, rx) = mpsc::channel();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        spawn(async move {
+            let stream = async_net::TcpStream::connect(addr).await;
+            let mut stream = stream.expect("connect");
+            let mut buf = [0u8; 5];
+            let read = futures_lite::AsyncReadExt::read_exact(&mut stream, &mut buf).await;
+            tx.send(read.map(|_| buf).ok()).ok();
+        });
+        let (mut server, _) = listener.accept().expect("accept");
+        std::io::Write::write_all(&mut server, b"hello").expect("write");
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)),
+            Ok(Some(*b"hello"))
+        );
+    }
+}
