@@ -2,7 +2,7 @@
 //!
 //! - [`intensity`] — `{MaxR, MaxT}`: a sliding window of restarts; past it the supervisor escalates.
 //! - [`child`] — child kinds (permanent / transient / temporary), exits, and `which_children` rows.
-//! - [`dynamic`] — a `simple_one_for_one`-like supervisor of lightweight `spawn!` processes (peers, rooms):
+//! - [`dynamic`] — a `simple_one_for_one`-like supervisor of lightweight processes (peers, rooms):
 //!   bastion children groups made at run time are never freed, so dynamic children must not be groups.
 //! - [`fixed`] — a `one_for_one` supervisor of a fixed list of bastion children (listener, registry, ...),
 //!   adding restart intensity, escalation and introspection on top of bastion's own restarts.
