@@ -9,6 +9,10 @@
 //! `on_forward` and `on_send` run in the sending or receiving peer's task, so a message costs
 //! one hop); `on_init`, `on_join` and `on_leave` of one room run one at a time, in its process.
 //!
+//! Hooks run on the scheduler's threads (one per core, which also poll the sockets), so they must
+//! not block: no blocking I/O, no sleeping. A hook that blocks holds up every peer on its thread;
+//! hand slow work to a thread of your own and answer from what it has already produced.
+//!
 //! ```
 //! use rtcserver::hooks::{AuthData, Refusal, RoomContext, RoomHooks};
 //! use rtcserver::PeerId;
