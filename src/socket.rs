@@ -13,11 +13,12 @@
 //! up to a second under load.
 use async_io::Async;
 use futures_lite::{AsyncRead, AsyncWrite};
+use futures_util::task::AtomicWaker;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 pub struct Socket {
@@ -34,16 +35,7 @@ pub struct Socket {
 #[derive(Default)]
 struct ReadWake {
     woken: AtomicBool,
-    task: Mutex<Option<Waker>>,
-}
-
-impl ReadWake {
-    fn set_task(&self, waker: &Waker) {
-        let mut task = self.task.lock().unwrap_or_else(|e| e.into_inner());
-        if !task.as_ref().is_some_and(|t| t.will_wake(waker)) {
-            *task = Some(waker.clone());
-        }
-    }
+    task: AtomicWaker,
 }
 
 impl Wake for ReadWake {
@@ -53,10 +45,7 @@ impl Wake for ReadWake {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Release);
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(task) = task.as_ref() {
-            task.wake_by_ref();
-        }
+        self.task.wake();
     }
 }
 
@@ -88,7 +77,7 @@ impl AsyncRead for Socket {
         loop {
             if !this.readable {
                 // The task's waker first: a wake-up from now on reaches this very poll's task.
-                this.read_wake.set_task(cx.waker());
+                this.read_wake.task.register(cx.waker());
                 let woken = this.read_wake.woken.swap(false, Ordering::Acquire);
                 // Asked even when woken, so that async-io forgets the event it delivered.
                 let mut ours = Context::from_waker(&this.waker);
