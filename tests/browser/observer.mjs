@@ -20,86 +20,36 @@
 //   --chromium PATH     the browser (default $CHROMIUM or /usr/bin/chromium)
 
 import { chromium } from 'playwright-core';
-import { started, results, record, check, assert, freePort, portAccepts, sleep, runToEnd } from './harness.mjs';
-import { spawn } from 'node:child_process';
+import {
+  started, results, record, check, assert, freePort, sleep, runToEnd, parseOptions, outputDir,
+  startServer as startBinary, stopServer as stopBinary, pngStats,
+} from './harness.mjs';
 import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 // ---- Options -------------------------------------------------------------------------------
-function parseArgs(argv) {
-  const opts = {
-    admin: 'http://127.0.0.1:30001',
-    server: 'ws://127.0.0.1:30000',
-    out: null,
-    serverBin: null,
-    chromium: process.env.CHROMIUM || '/usr/bin/chromium',
-  };
-  const names = { '--admin': 'admin', '--server': 'server', '--out': 'out', '--server-bin': 'serverBin',
-    '--chromium': 'chromium' };
-  for (let i = 0; i < argv.length; i++) {
-    let [name, value] = argv[i].split(/=(.*)/s, 2);
-    if (name === '--help' || name === '-h') {
-      console.log(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n')
-        .slice(1, 20).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
-      process.exit(0);
-    }
-    if (!(name in names)) die(`unknown option ${name} (try --help)`);
-    if (value === undefined) value = argv[++i];
-    if (value === undefined) die(`${name} needs a value`);
-    opts[names[name]] = value;
-  }
-  opts.admin = opts.admin.replace(/\/+$/, '');
-  return opts;
-}
-
-function die(message) {
-  console.error(`observer.mjs: ${message}`);
-  console.log('0 passed, 1 failed');
-  process.exit(2);
-}
-
-const opts = parseArgs(process.argv.slice(2));
-const outDir = opts.out ? path.resolve(opts.out) : fs.mkdtempSync(path.join(os.tmpdir(), 'rtc-observer-'));
-fs.mkdirSync(outDir, { recursive: true });
+const opts = parseOptions(import.meta.url, {
+  admin: 'http://127.0.0.1:30001',
+  server: 'ws://127.0.0.1:30000',
+  out: null,
+  serverBin: null,
+  chromium: process.env.CHROMIUM || '/usr/bin/chromium',
+}, { '--admin': 'admin', '--server': 'server', '--out': 'out', '--server-bin': 'serverBin',
+  '--chromium': 'chromium' });
+opts.admin = opts.admin.replace(/\/+$/, '');
+const outDir = outputDir(opts.out, 'rtc-observer');
 
 // ---- Server (optional) ---------------------------------------------------------------------
 
 let server = null;
-let serverExit = null;
 
 async function startServer() {
   const [port, adminPort] = [await freePort(), await freePort()];
-  const logPath = path.join(outDir, 'server.log');
-  const log = fs.openSync(logPath, 'w');
   const args = ['--bind', '127.0.0.1', '--port', String(port), '--admin-bind', `127.0.0.1:${adminPort}`];
-  console.log(`starting ${opts.serverBin} ${args.join(' ')} (log: ${logPath})`);
-  server = spawn(opts.serverBin, args, { stdio: ['ignore', log, log] });
-  server.once('exit', (code, signal) => { serverExit = `exited with ${signal || code}`; });
-  server.once('error', (err) => { serverExit = `could not start: ${err.message}`; });
-  const deadline = Date.now() + 15000;
-  while (Date.now() < deadline) {
-    if (serverExit) throw new Error(`the server ${serverExit} (see ${logPath})`);
-    if (await portAccepts(port) && await portAccepts(adminPort)) {
-      opts.admin = `http://127.0.0.1:${adminPort}`;
-      opts.server = `ws://127.0.0.1:${port}`;
-      return `${opts.server}, admin ${opts.admin}`;
-    }
-    await sleep(100);
-  }
-  throw new Error('the server did not accept connections on both ports within 15 s');
-}
-
-async function stopServer() {
-  if (!server || server.exitCode !== null || server.signalCode !== null) return null;
-  const gone = new Promise((resolve) => server.once('exit', (code, signal) => resolve(signal || code)));
-  server.kill('SIGTERM');
-  const timer = setTimeout(() => server.kill('SIGKILL'), 5000);
-  const how = await gone;
-  clearTimeout(timer);
-  return how;
+  server = await startBinary(opts.serverBin, args, [port, adminPort], path.join(outDir, 'server.log'));
+  opts.admin = `http://127.0.0.1:${adminPort}`;
+  opts.server = `ws://127.0.0.1:${port}`;
+  return `${opts.server}, admin ${opts.admin}`;
 }
 
 // ---- The peers, in another page of the same browser ----------------------------------------
@@ -138,26 +88,6 @@ async function pairUp(page, a, b) {
     window.send(b, { type: 'probe', from: b });
     await window.nextMessage(a, `"from":"${b}"`, 5000);
   }, [opts.server + '/', a, b]);
-}
-
-// Luminance statistics of a PNG (given as base64), decoded by the browser.
-async function pngStats(b64) {
-  const img = new Image();
-  img.src = 'data:image/png;base64,' + b64;
-  await img.decode();
-  const c = document.createElement('canvas');
-  c.width = img.naturalWidth; c.height = img.naturalHeight;
-  const g = c.getContext('2d', { willReadFrequently: true });
-  g.drawImage(img, 0, 0);
-  const d = g.getImageData(0, 0, c.width, c.height).data;
-  let s = 0, s2 = 0;
-  const n = d.length / 4;
-  for (let i = 0; i < d.length; i += 4) {
-    const l = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
-    s += l; s2 += l * l;
-  }
-  const mean = s / n;
-  return { width: c.width, height: c.height, mean, variance: s2 / n - mean * mean };
 }
 
 async function adminJson(p) {
@@ -292,9 +222,9 @@ async function cleanup() {
   fs.writeFileSync(path.join(outDir, 'observer-console.log'), consoleLines.join('\n') + '\n');
   if (browser) await browser.close().catch(() => {});
   if (opts.serverBin) {
-    const how = await stopServer().catch((e) => String(e));
+    const how = await stopBinary(server, 5000).catch((e) => String(e));
     if (how !== null) record('the server stops on SIGTERM with status 0', how === 0, how === 0 ? '' : `it ${how}`);
-    else if (serverExit) record('the server was still running at the end', false, serverExit);
+    else if (server && server.exitedHow) record('the server was still running at the end', false, server.exitedHow);
   }
 }
 

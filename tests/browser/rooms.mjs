@@ -20,12 +20,10 @@
 //   --chromium PATH     the browser (default $CHROMIUM or /usr/bin/chromium)
 //   --timeout MS        how long the calls may take to connect (default 30000)
 
-import { chromium } from 'playwright-core';
-import { started, results, record, check, skip, assert, freePort, portAccepts, sleep, runToEnd } from './harness.mjs';
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
+import {
+  started, results, record, check, skip, assert, freePort, sleep, runToEnd, parseOptions, outputDir,
+  startServer as startBinary, stopServer as stopBinary, Browsers, videoFrameStats, pngStats,
+} from './harness.mjs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -34,55 +32,18 @@ const REPO = path.resolve(HERE, '..', '..');
 const MAX_PEERS = 3;
 
 // ---- Options -------------------------------------------------------------------------------
-function parseArgs(argv) {
-  const opts = {
-    base: 'http://127.0.0.1:30000',
-    out: null,
-    serverBin: null,
-    staticDir: path.join(REPO, 'static'),
-    chromium: process.env.CHROMIUM || '/usr/bin/chromium',
-    timeout: 30000,
-  };
-  const names = { '--base': 'base', '--out': 'out', '--server-bin': 'serverBin', '--static-dir': 'staticDir',
-    '--chromium': 'chromium', '--timeout': 'timeout' };
-  for (let i = 0; i < argv.length; i++) {
-    let [name, value] = argv[i].split(/=(.*)/s, 2);
-    if (name === '--help' || name === '-h') {
-      console.log(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n')
-        .slice(1, 21).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
-      process.exit(0);
-    }
-    if (!(name in names)) die(`unknown option ${name} (try --help)`);
-    if (value === undefined) value = argv[++i];
-    if (value === undefined) die(`${name} needs a value`);
-    opts[names[name]] = value;
-  }
-  opts.timeout = Number(opts.timeout);
-  opts.base = opts.base.replace(/\/+$/, '');
-  return opts;
-}
-
-function die(message) {
-  console.error(`rooms.mjs: ${message}`);
-  console.log('0 passed, 1 failed');
-  process.exit(2);
-}
-
-const opts = parseArgs(process.argv.slice(2));
-const outDir = opts.out ? path.resolve(opts.out) : fs.mkdtempSync(path.join(os.tmpdir(), 'rtc-rooms-'));
-fs.mkdirSync(outDir, { recursive: true });
-
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-gpu',
-  '--disable-quic',
-];
+const opts = parseOptions(import.meta.url, {
+  base: 'http://127.0.0.1:30000',
+  out: null,
+  serverBin: null,
+  staticDir: path.join(REPO, 'static'),
+  chromium: process.env.CHROMIUM || '/usr/bin/chromium',
+  timeout: 30000,
+}, { '--base': 'base', '--out': 'out', '--server-bin': 'serverBin', '--static-dir': 'staticDir',
+  '--chromium': 'chromium', '--timeout': 'timeout' });
+opts.timeout = Number(opts.timeout);
+opts.base = opts.base.replace(/\/+$/, '');
+const outDir = outputDir(opts.out, 'rtc-rooms');
 
 // ---- Server (optional) ---------------------------------------------------------------------
 
@@ -90,112 +51,22 @@ let server = null;
 
 async function startServer() {
   const port = await freePort();
-  const logPath = path.join(outDir, 'server.log');
-  const log = fs.openSync(logPath, 'w');
   const args = ['--bind', '127.0.0.1', '--port', String(port), '--static-dir', path.resolve(opts.staticDir),
     '--max-peers', String(MAX_PEERS)];
-  console.log(`starting ${opts.serverBin} ${args.join(' ')} (log: ${logPath})`);
-  server = spawn(opts.serverBin, args, { stdio: ['ignore', log, log], env: { RUST_LOG: 'info', ...process.env } });
-  let exited = null;
-  server.once('exit', (code, signal) => { exited = `exited with ${signal || code}`; });
-  server.once('error', (err) => { exited = `could not start: ${err.message}`; });
-  const deadline = Date.now() + 15000;
-  while (Date.now() < deadline) {
-    if (exited) throw new Error(`the server ${exited} (see ${logPath})`);
-    if (await portAccepts(port)) return `http://127.0.0.1:${port}`;
-    await sleep(100);
-  }
-  throw new Error(`the server did not accept connections on port ${port} within 15 s`);
-}
-
-async function stopServer() {
-  if (!server || server.exitCode !== null || server.signalCode !== null) return;
-  const gone = new Promise((resolve) => server.once('exit', resolve));
-  server.kill('SIGTERM');
-  const timer = setTimeout(() => server.kill('SIGKILL'), 3000);
-  await gone;
-  clearTimeout(timer);
+  server = await startBinary(opts.serverBin, args, [port], path.join(outDir, 'server.log'),
+    { RUST_LOG: 'info', ...process.env });
+  return `http://127.0.0.1:${port}`;
 }
 
 // ---- Browsers ------------------------------------------------------------------------------
-const profiles = [];
-const contexts = [];
+const browsers = new Browsers('rtc-rooms', outDir, opts.chromium);
+const launchBrowser = (label) => browsers.launch(label);
 const pages = [];
 
-async function launchBrowser(label) {
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), `rtc-rooms-${label}-`));
-  profiles.push(profile);
-  // A persistent context is its own browser process with its own --user-data-dir.
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: opts.chromium,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 1100, height: 900 },
-    permissions: ['camera', 'microphone'],
-  });
-  contexts.push(context);
-  return context;
-}
-
 async function newPage(context, label) {
-  // The first page of a fresh browser is its start tab; later pages are new tabs.
-  const blank = context.pages().find((p) => p.url() === 'about:blank' && !p.taken);
-  const page = blank || await context.newPage();
-  page.taken = true;
-  page.label = label;
-  const logPath = path.join(outDir, `${label}-console.log`);
-  const lines = [];
-  page.on('console', (msg) => lines.push(`[${msg.type()}] ${msg.text()}`));
-  page.on('pageerror', (err) => lines.push(`[pageerror] ${err.message}`));
-  page.on('close', () => fs.writeFileSync(logPath, lines.join('\n') + '\n'));
-  page.flushLog = () => fs.writeFileSync(logPath, lines.join('\n') + '\n');
-  page.pageErrors = () => lines.filter((l) => l.startsWith('[pageerror]'));
+  const page = await browsers.newPage(context, label);
   pages.push(page);
   return page;
-}
-
-// Luminance statistics of one frame of a <video>, drawn at 160x120, plus a 40x30 thumbnail.
-function videoFrameStats(selector) {
-  const v = document.querySelector(selector);
-  if (!v || !v.videoWidth) return null;
-  const w = 160, h = 120;
-  const c = document.createElement('canvas');
-  c.width = w; c.height = h;
-  const g = c.getContext('2d', { willReadFrequently: true });
-  g.drawImage(v, 0, 0, w, h);
-  const d = g.getImageData(0, 0, w, h).data;
-  let s = 0, s2 = 0;
-  const thumb = new Array(40 * 30).fill(0);
-  for (let y = 0; y < h; y++) {
-    for (let x = 0; x < w; x++) {
-      const i = (y * w + x) * 4;
-      const l = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
-      s += l; s2 += l * l;
-      thumb[((y >> 2) * 40) + (x >> 2)] += l / 16;
-    }
-  }
-  const n = w * h, mean = s / n;
-  return { width: v.videoWidth, height: v.videoHeight, mean, variance: s2 / n - mean * mean, thumb };
-}
-
-// Luminance statistics of a PNG (given as base64), decoded by the browser.
-async function pngStats(b64) {
-  const img = new Image();
-  img.src = 'data:image/png;base64,' + b64;
-  await img.decode();
-  const c = document.createElement('canvas');
-  c.width = img.naturalWidth; c.height = img.naturalHeight;
-  const g = c.getContext('2d', { willReadFrequently: true });
-  g.drawImage(img, 0, 0);
-  const d = g.getImageData(0, 0, c.width, c.height).data;
-  let s = 0, s2 = 0;
-  const n = d.length / 4;
-  for (let i = 0; i < d.length; i += 4) {
-    const l = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
-    s += l; s2 += l * l;
-  }
-  const mean = s / n;
-  return { width: c.width, height: c.height, mean, variance: s2 / n - mean * mean };
 }
 
 const MIN_VARIANCE = 50;     // a flat (black, grey, green) frame is ~0; the fake camera is in the thousands
@@ -489,9 +360,8 @@ async function run() {
 }
 
 async function cleanup() {
-  await Promise.all(contexts.map((c) => c.close().catch(() => {})));
-  await stopServer().catch(() => {});
-  for (const p of profiles) fs.rmSync(p, { recursive: true, force: true });
+  await browsers.close();
+  await stopBinary(server, 3000).catch(() => {});
 }
 
 await runToEnd({ run, cleanup, outDir, limitMs: 180000 });
