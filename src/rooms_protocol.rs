@@ -48,6 +48,11 @@ pub mod description {
     pub const INVALID_MESSAGE: &str = "invalid_message";
 }
 
+/// The events only the server sends. A client message with one of these names could pass for
+/// the server's own (a forged `error` `room_is_full` ends a call on the demo page), so it is
+/// refused as `invalid_message` rather than relayed.
+pub const SERVER_EVENTS: [&str; 4] = ["authenticated", "joined", "left", "error"];
+
 /// The close code that follows a refused join (an application code, RFC 6455 §7.4.2).
 pub const JOIN_REFUSED_CLOSE: u16 = 4000;
 
@@ -108,9 +113,16 @@ impl RoomMessage {
 }
 
 /// Parses a client's text: a JSON object with a string `event`; `to` a list of peer ids or
-/// `"all"` (absent means `"all"`); `data` anything (absent means `null`).
+/// `"all"` (absent means `"all"`); `data` anything (absent means `null`). An `event` the server
+/// sends ([`SERVER_EVENTS`]) is refused.
 pub fn parse(text: &str) -> Result<RoomMessage, InvalidMessage> {
     let wire: ClientWire = serde_json::from_str(text).map_err(|e| InvalidMessage(e.to_string()))?;
+    if SERVER_EVENTS.contains(&wire.event.as_str()) {
+        return Err(InvalidMessage(format!(
+            "event {:?} is sent only by the server",
+            wire.event
+        )));
+    }
     Ok(RoomMessage {
         event: wire.event,
         data: wire.data,
@@ -275,6 +287,10 @@ mod tests {
             r#"{"event":"x","to":[1,2]}"#,
             r#"{"event":"x","to":{"a":1}}"#,
             r#"{"event":"x","event":"y"}"#,
+            r#"{"event":"left","data":{"peer_id":"1"}}"#,
+            r#"{"event":"joined"}"#,
+            r#"{"event":"error","data":{"description":"room_is_full"},"to":"all"}"#,
+            r#"{"event":"authenticated"}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad} should be refused");
         }
