@@ -10,6 +10,7 @@ use crate::registry::{PeerId, Registry, RoomKey};
 use crate::rooms_protocol::{self, description, RoomMessage, To};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::Message;
+use std::collections::HashSet;
 use std::sync::Arc;
 use supervisors::StopReason;
 
@@ -64,7 +65,8 @@ impl NamedPeer {
     }
 
     fn received(&self, text: &str) -> Option<Command> {
-        let message = match rooms_protocol::parse(text) {
+        let max_to = rooms_protocol::max_addressees(self.room.max_peers);
+        let message = match rooms_protocol::parse(text, max_to) {
             Ok(m) => m,
             Err(e) => {
                 log::debug!("peer {}: invalid message: {e}", self.me.id());
@@ -93,20 +95,12 @@ impl NamedPeer {
                 None
             }
             To::Peers(ids) => {
-                let wanted: Vec<PeerId> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+                let wanted: HashSet<PeerId> = ids.iter().filter_map(|id| id.parse().ok()).collect();
                 let found = self.registry.find(&self.key, &wanted);
                 for peer in &found {
                     peer.deliver(message.clone(), bytes);
                 }
-                let mut unknown: Vec<String> = Vec::new();
-                for id in ids {
-                    let reached = id
-                        .parse::<PeerId>()
-                        .is_ok_and(|n| found.iter().any(|p| p.id() == n));
-                    if !reached && !unknown.contains(&id) {
-                        unknown.push(id);
-                    }
-                }
+                let unknown = unreached(ids, &found);
                 if unknown.is_empty() {
                     None
                 } else {
@@ -115,6 +109,17 @@ impl NamedPeer {
             }
         }
     }
+}
+
+/// The ids of `to` that name none of the peers `found`, each once, in the order given. Sets,
+/// not list scans: `to` may be as long as the room is big.
+fn unreached(to: Vec<String>, found: &[PeerRef]) -> Vec<String> {
+    let reached: HashSet<PeerId> = found.iter().map(PeerRef::id).collect();
+    let mut named = HashSet::new();
+    to.into_iter()
+        .filter(|id| !id.parse::<PeerId>().is_ok_and(|n| reached.contains(&n)))
+        .filter(|id| named.insert(id.clone()))
+        .collect()
 }
 
 impl Handler for NamedPeer {

@@ -7,7 +7,7 @@
 //! drop guard, the fast path. The table lives outside the registry process, as gproc's ETS table
 //! outlives a crash of the gproc server, so a registry restart loses nothing.
 use crate::mailbox::PeerRef;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -93,7 +93,7 @@ impl Registry {
     }
 
     /// The live peers under `key` whose ids are in `ids`, each once.
-    pub fn find(&self, key: &RoomKey, ids: &[PeerId]) -> Vec<PeerRef> {
+    pub fn find(&self, key: &RoomKey, ids: &HashSet<PeerId>) -> Vec<PeerRef> {
         lock(&self.table)
             .by_key
             .get(key)

@@ -5,9 +5,9 @@
 //! set and any other field is dropped. Server to client, the fields go out in the order
 //! `event`, `data`, `from`, `to`, and `from`/`to` only when set.
 use crate::registry::PeerId;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use std::fmt;
 
@@ -52,6 +52,17 @@ pub mod description {
 /// the server's own (a forged `error` `room_is_full` ends a call on the demo page), so it is
 /// refused as `invalid_message` rather than relayed.
 pub const SERVER_EVENTS: [&str; 4] = ["authenticated", "joined", "left", "error"];
+
+/// A `to` list names at most this many ids, or the room's `max_peers` if that is more
+/// ([`max_addressees`]); a longer list is `invalid_message`. Without a bound, a 770 KiB message
+/// naming 80,000 ids cost seconds of CPU; with it, parsing stops at the first id too many.
+pub const MAX_ADDRESSEES: usize = 64;
+
+/// How many ids a `to` list may name in a room of `max_peers`: enough to name every member
+/// (repeats included) of any room up to 64, and every member of a bigger one.
+pub fn max_addressees(max_peers: usize) -> usize {
+    MAX_ADDRESSEES.max(max_peers)
+}
 
 /// The close code that follows a refused join (an application code, RFC 6455 §7.4.2).
 pub const JOIN_REFUSED_CLOSE: u16 = 4000;
@@ -113,10 +124,15 @@ impl RoomMessage {
 }
 
 /// Parses a client's text: a JSON object with a string `event`; `to` a list of peer ids or
-/// `"all"` (absent means `"all"`); `data` anything (absent means `null`). An `event` the server
-/// sends ([`SERVER_EVENTS`]) is refused.
-pub fn parse(text: &str) -> Result<RoomMessage, InvalidMessage> {
-    let wire: ClientWire = serde_json::from_str(text).map_err(|e| InvalidMessage(e.to_string()))?;
+/// `"all"` (absent means `"all"`) of at most `max_to` ids; `data` anything (absent means `null`).
+/// An `event` the server sends ([`SERVER_EVENTS`]) is refused.
+pub fn parse(text: &str, max_to: usize) -> Result<RoomMessage, InvalidMessage> {
+    let invalid = |e: serde_json::Error| InvalidMessage(e.to_string());
+    let mut de = serde_json::Deserializer::from_str(text);
+    let wire = ClientSeed { max_to }
+        .deserialize(&mut de)
+        .map_err(invalid)?;
+    de.end().map_err(invalid)?;
     if SERVER_EVENTS.contains(&wire.event.as_str()) {
         return Err(InvalidMessage(format!(
             "event {:?} is sent only by the server",
@@ -137,13 +153,24 @@ struct ClientWire {
     to: To,
 }
 
-impl<'de> Deserialize<'de> for ClientWire {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(ClientVisitor)
+/// A client's message, with the longest `to` list it may hold.
+struct ClientSeed {
+    max_to: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ClientSeed {
+    type Value = ClientWire;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ClientWire, D::Error> {
+        d.deserialize_map(ClientVisitor {
+            max_to: self.max_to,
+        })
     }
 }
 
-struct ClientVisitor;
+struct ClientVisitor {
+    max_to: usize,
+}
 
 impl<'de> Visitor<'de> for ClientVisitor {
     type Value = ClientWire;
@@ -158,7 +185,9 @@ impl<'de> Visitor<'de> for ClientVisitor {
             match key.as_ref() {
                 "event" if event.is_none() => event = Some(map.next_value::<String>()?),
                 "data" if data.is_none() => data = Some(map.next_value::<Value>()?),
-                "to" if to.is_none() => to = Some(map.next_value::<ToWire>()?.0),
+                "to" if to.is_none() => {
+                    to = Some(map.next_value_seed(ToSeed { max: self.max_to })?.0)
+                }
                 "event" | "data" | "to" => {
                     return Err(de::Error::custom(format!("duplicate field {key:?}")))
                 }
@@ -177,16 +206,25 @@ impl<'de> Visitor<'de> for ClientVisitor {
 
 struct ToWire(To);
 
-impl<'de> Deserialize<'de> for ToWire {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+/// A `to` of at most `max` ids.
+struct ToSeed {
+    max: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ToSeed {
+    type Value = ToWire;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ToWire, D::Error> {
         // A visitor rather than `#[serde(untagged)]`, which buffered every `to` and built an
         // error (with a formatted message) for each list before trying the next variant: 2-3 %
         // of a named room's relay in `perf record`.
-        d.deserialize_any(ToVisitor)
+        d.deserialize_any(ToVisitor { max: self.max })
     }
 }
 
-struct ToVisitor;
+struct ToVisitor {
+    max: usize,
+}
 
 impl<'de> Visitor<'de> for ToVisitor {
     type Value = ToWire;
@@ -206,8 +244,15 @@ impl<'de> Visitor<'de> for ToVisitor {
     }
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<ToWire, A::Error> {
-        let mut ids = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(64));
+        let mut ids = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(self.max));
         while let Some(id) = seq.next_element::<String>()? {
+            // Stops at the first id too many: the rest of a huge list is never read.
+            if ids.len() == self.max {
+                return Err(de::Error::custom(format!(
+                    "\"to\" names more than {} peers",
+                    self.max
+                )));
+            }
             ids.push(id);
         }
         Ok(ToWire(To::Peers(ids)))
@@ -243,10 +288,32 @@ impl Serialize for RoomMessage {
 mod tests {
     use super::*;
 
+    fn parse_(text: &str) -> Result<RoomMessage, InvalidMessage> {
+        parse(text, MAX_ADDRESSEES)
+    }
+
+    #[test]
+    fn to_names_at_most_max_to_ids() {
+        let list = |n: usize| {
+            let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+            serde_json::json!({"event": "x", "to": ids}).to_string()
+        };
+        assert_eq!(max_addressees(2), 64);
+        assert_eq!(max_addressees(100), 100);
+        for max in [1, 64, 100] {
+            let m = parse(&list(max), max).unwrap();
+            assert!(matches!(m.to, Some(To::Peers(ids)) if ids.len() == max));
+            assert!(parse(&list(max + 1), max).is_err(), "{} of {max}", max + 1);
+        }
+        assert!(parse(&list(0), 64).is_ok());
+        assert!(parse(r#"{"event":"x","to":"all"}"#, 0).is_ok());
+    }
+
     #[test]
     fn a_client_message_keeps_event_data_and_to_and_drops_the_rest() {
-        let m = parse(r#"{"from":"forged","x":1,"event":"offer","data":{"sdp":"v=0"},"to":["7"]}"#)
-            .unwrap();
+        let m =
+            parse_(r#"{"from":"forged","x":1,"event":"offer","data":{"sdp":"v=0"},"to":["7"]}"#)
+                .unwrap();
         assert_eq!(m.event, "offer");
         assert_eq!(m.from, None);
         assert_eq!(m.to, Some(To::Peers(vec!["7".into()])));
@@ -262,7 +329,7 @@ mod tests {
 
     #[test]
     fn to_defaults_to_all_and_data_to_null() {
-        let m = parse(r#"{"event":"hello"}"#).unwrap();
+        let m = parse_(r#"{"event":"hello"}"#).unwrap();
         assert_eq!(m.to, Some(To::All));
         assert_eq!(m.data, Value::Null);
         assert_eq!(
@@ -292,7 +359,7 @@ mod tests {
             r#"{"event":"error","data":{"description":"room_is_full"},"to":"all"}"#,
             r#"{"event":"authenticated"}"#,
         ] {
-            assert!(parse(bad).is_err(), "{bad} should be refused");
+            assert!(parse_(bad).is_err(), "{bad} should be refused");
         }
     }
 
