@@ -23,6 +23,18 @@ pub enum RoomKey {
     Named(Arc<str>),
 }
 
+impl RoomKey {
+    /// The id of the room's process in the supervision tree, which is also its admin crash
+    /// target: `room:<N>` for a book room, `named:<name>` for a named one, so that book room 7
+    /// and a named room called "7" are never taken for each other.
+    pub fn child_id(&self) -> String {
+        match self {
+            RoomKey::Book(n) => format!("room:{n}"),
+            RoomKey::Named(name) => format!("named:{name}"),
+        }
+    }
+}
+
 impl fmt::Display for RoomKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

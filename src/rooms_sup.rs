@@ -177,10 +177,15 @@ impl Rooms {
         answer.recv().await.unwrap_or(Err(JoinRefused::NotJoinable))
     }
 
+    /// Whether `name` is a room of the rooms file (a permanent child: it stays when empty).
+    pub fn is_configured(&self, name: &str) -> bool {
+        self.named.configured.iter().any(|c| c.name == name)
+    }
+
     /// Whether `/socket/<name>` leads somewhere: a live or configured room, or any name when
     /// rooms start on demand.
     pub fn named_room_exists(&self, name: &str) -> bool {
-        self.named.auto_rooms || self.named.configured.iter().any(|c| c.name == name)
+        self.named.auto_rooms || self.is_configured(name)
     }
 
     /// Joins `peer` to the named room, starting it if it is not live (and may be). Answers the
@@ -384,7 +389,7 @@ impl Rooms {
             },
         );
         let started = self.sup.start_child(ChildSpec {
-            id: format!("room:{key}"),
+            id: key.child_id(),
             kind: child_kind,
             start: Box::new(move || {
                 let room = Room {

@@ -287,14 +287,17 @@ impl FromStr for CrashTarget {
             "rooms_sup" => CrashTarget::RoomsSup,
             "peers_sup" => CrashTarget::PeersSup,
             _ => {
+                // The inverse of `RoomKey::child_id`: one spelling per room, never a guess.
                 if let Some(room) = s.strip_prefix("room:") {
-                    match room.parse::<u32>() {
-                        Ok(n) => CrashTarget::Room(RoomKey::Book(n)),
-                        Err(_) if !room.is_empty() => {
-                            CrashTarget::Room(RoomKey::Named(room.into()))
-                        }
-                        Err(_) => return Err(CrashError::UnknownTarget(s.to_owned())),
+                    CrashTarget::Room(RoomKey::Book(
+                        room.parse()
+                            .map_err(|_| CrashError::UnknownTarget(s.to_owned()))?,
+                    ))
+                } else if let Some(name) = s.strip_prefix("named:") {
+                    if !crate::http::valid_room_name(name) {
+                        return Err(CrashError::UnknownTarget(s.to_owned()));
                     }
+                    CrashTarget::Room(RoomKey::Named(name.into()))
                 } else if let Some(peer) = s.strip_prefix("peer:") {
                     CrashTarget::Peer(
                         peer.parse()
@@ -316,7 +319,7 @@ impl fmt::Display for CrashTarget {
             CrashTarget::Registry => f.write_str("registry"),
             CrashTarget::RoomsSup => f.write_str("rooms_sup"),
             CrashTarget::PeersSup => f.write_str("peers_sup"),
-            CrashTarget::Room(key) => write!(f, "room:{key}"),
+            CrashTarget::Room(key) => f.write_str(&key.child_id()),
             CrashTarget::Peer(id) => write!(f, "peer:{id}"),
         }
     }
@@ -336,9 +339,9 @@ impl fmt::Display for CrashError {
         match self {
             CrashError::UnknownTarget(t) => write!(
                 f,
-                "unknown target {t:?} (rtcserver_sup, listener, registry, rooms_sup, peers_sup, room:<key>, peer:<id>)"
+                "unknown target {t:?} (rtcserver_sup, listener, registry, rooms_sup, peers_sup, room:<N>, named:<name>, peer:<id>)"
             ),
-            CrashError::NoSuchRoom(key) => write!(f, "no live room {key}"),
+            CrashError::NoSuchRoom(key) => write!(f, "no live {}", key.child_id()),
             CrashError::NoSuchPeer(id) => write!(f, "no live peer {id}"),
             CrashError::Stopped => f.write_str("server has stopped"),
         }
@@ -598,6 +601,14 @@ impl ServerHandle {
         }
     }
 
+    /// Whether `key` is a room of the rooms file: a permanent child of `rooms_sup`.
+    pub fn is_configured_room(&self, key: &RoomKey) -> bool {
+        match key {
+            RoomKey::Named(name) => self.shared.rooms.is_configured(name),
+            RoomKey::Book(_) => false,
+        }
+    }
+
     /// Live members of a room.
     pub fn room_members(&self, key: &RoomKey) -> Vec<PeerId> {
         let mut ids: Vec<PeerId> = self
@@ -652,12 +663,7 @@ impl ServerHandle {
             CrashTarget::RoomsSup => s.rooms.supervisor().crash("injected crash of rooms_sup"),
             CrashTarget::PeersSup => s.peers.crash("injected crash of peers_sup"),
             CrashTarget::Room(key) => {
-                // `room:42` is book room 42, or else a named room called "42".
-                let named = match key {
-                    RoomKey::Book(n) => Some(RoomKey::Named(n.to_string().into())),
-                    RoomKey::Named(_) => None,
-                };
-                if !s.rooms.crash(key) && !named.is_some_and(|k| s.rooms.crash(&k)) {
+                if !s.rooms.crash(key) {
                     return Err(CrashError::NoSuchRoom(key.clone()));
                 }
             }

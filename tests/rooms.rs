@@ -368,7 +368,7 @@ fn unknown_rooms_are_404_without_auto_rooms_and_configured_rooms_stay() {
         server.assert_clean_with_rooms(1).await;
         assert_eq!(
             server.handle.tree().children[2].children[0].id,
-            "room:standup",
+            "named:standup",
             "the empty configured room is still a child of rooms_sup"
         );
         let b = RoomPeer::join(&server, "standup").await;
@@ -411,11 +411,11 @@ fn a_crashed_room_keeps_its_members_connected_with_the_same_ids() {
         let ids_before = server.handle.room_members(&key);
         server
             .handle
-            .crash(&"room:sturdy".parse().unwrap())
+            .crash(&"named:sturdy".parse().unwrap())
             .unwrap();
         server
             .event("the room's restart", |e| {
-                matches!(e, Event::Supervision(supervisors::SupervisorEvent::Restarted { child, .. }) if child == "room:sturdy")
+                matches!(e, Event::Supervision(supervisors::SupervisorEvent::Restarted { child, .. }) if child == "named:sturdy")
             })
             .await;
         assert_eq!(server.handle.room_members(&key), ids_before);
@@ -433,7 +433,7 @@ fn a_crashed_room_keeps_its_members_connected_with_the_same_ids() {
         let restarts = server.handle.tree().children[2]
             .children
             .iter()
-            .find(|c| c.id == "room:sturdy")
+            .find(|c| c.id == "named:sturdy")
             .map(|c| c.restarts);
         assert_eq!(restarts, Some(1));
         for p in [a, b] {

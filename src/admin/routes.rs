@@ -113,7 +113,7 @@ fn target_of(req: &Request) -> Result<String, Response> {
     if body.is_empty() {
         return Err(Response::error(
             400,
-            "no target: POST /crash?target=<target> (rtcserver_sup, listener, registry, rooms_sup, peers_sup, room:<key>, peer:<id>)",
+            "no target: POST /crash?target=<target> (rtcserver_sup, listener, registry, rooms_sup, peers_sup, room:<N>, named:<name>, peer:<id>)",
         ));
     }
     Ok(body.to_owned())
@@ -130,7 +130,7 @@ fn crash(handle: &ServerHandle, req: &Request, client: SocketAddr) -> Response {
     };
     match handle.crash_for(&target, &format!("on request of admin client {client}")) {
         Ok(()) => {
-            let (kind, supervisor) = view::target_kind(&target);
+            let (kind, supervisor) = view::target_kind(handle, &target);
             Response::json(
                 200,
                 &json!({ "crashed": target.to_string(), "kind": kind, "supervisor": supervisor }),

@@ -12,7 +12,7 @@ fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// What a `room:<key>` or `peer:<id>` row of the tree is annotated with.
+/// What a `room:<N>`, `named:<name>` or `peer:<id>` row of the tree is annotated with.
 #[derive(Default)]
 struct Annotations {
     by_child: HashMap<String, Map<String, Value>>,
@@ -25,7 +25,7 @@ pub fn tree(handle: &ServerHandle) -> Value {
     let mut rooms = Vec::new();
     for key in handle.rooms() {
         let members = handle.room_members(&key);
-        let child = format!("room:{key}");
+        let child = key.child_id();
         rooms.push(json!({ "key": key.to_string(), "child": child, "members": members }));
         let mut note = Map::new();
         note.insert("room".into(), json!(key.to_string()));
@@ -94,9 +94,15 @@ fn node(info: &ChildInfo, now: SystemTime, notes: &Annotations) -> Value {
     Value::Object(v)
 }
 
-/// The kind of child a target is, and its supervisor (none for the root).
-pub fn target_kind(target: &CrashTarget) -> (&'static str, Option<&'static str>) {
+/// The kind of child a target is, and its supervisor (none for the root), as `/tree` says.
+pub fn target_kind(
+    handle: &ServerHandle,
+    target: &CrashTarget,
+) -> (&'static str, Option<&'static str>) {
     match target {
+        CrashTarget::Room(key) if handle.is_configured_room(key) => {
+            ("permanent", Some("rooms_sup"))
+        }
         CrashTarget::Root => ("permanent", None),
         CrashTarget::Listener
         | CrashTarget::Registry
@@ -118,14 +124,19 @@ pub fn event(e: &Event) -> Value {
             json!({ "type": "connected", "peer": peer, "client": client })
         }
         Event::Disconnected { peer } => peer_json("disconnected", *peer),
-        Event::Joined { room, peer } => {
-            json!({ "type": "joined", "room": room.to_string(), "peer": peer })
-        }
-        Event::Left { room, peer } => {
-            json!({ "type": "left", "room": room.to_string(), "peer": peer })
-        }
-        Event::RoomStarted { room } => json!({ "type": "room_started", "room": room.to_string() }),
-        Event::RoomStopped { room } => json!({ "type": "room_stopped", "room": room.to_string() }),
+        // `child` tells book room 7 from a room named "7", whose `room` is the same.
+        Event::Joined { room, peer } => json!({
+            "type": "joined", "room": room.to_string(), "child": room.child_id(), "peer": peer,
+        }),
+        Event::Left { room, peer } => json!({
+            "type": "left", "room": room.to_string(), "child": room.child_id(), "peer": peer,
+        }),
+        Event::RoomStarted { room } => json!({
+            "type": "room_started", "room": room.to_string(), "child": room.child_id(),
+        }),
+        Event::RoomStopped { room } => json!({
+            "type": "room_stopped", "room": room.to_string(), "child": room.child_id(),
+        }),
         Event::Supervision(s) => supervision(s),
         Event::ChaosCrash(c) => json!({
             "type": "chaos",
@@ -202,20 +213,15 @@ mod tests {
         });
         assert_eq!(joined["type"], "joined");
         assert_eq!(joined["room"], "7");
+        assert_eq!(joined["child"], "room:7");
+        let named = event(&Event::RoomStarted {
+            room: RoomKey::Named("7".into()),
+        });
+        assert_eq!(
+            (&named["room"], &named["child"]),
+            (&json!("7"), &json!("named:7"))
+        );
         assert_eq!(joined["peer"], 3);
         assert!(joined["at_ms"].as_u64().is_some());
-    }
-
-    #[test]
-    fn targets_name_their_kind_and_supervisor() {
-        assert_eq!(
-            target_kind(&CrashTarget::Room(RoomKey::Book(1))),
-            ("transient", Some("rooms_sup"))
-        );
-        assert_eq!(
-            target_kind(&CrashTarget::Peer(1)),
-            ("temporary", Some("peers_sup"))
-        );
-        assert_eq!(target_kind(&CrashTarget::Root), ("permanent", None));
     }
 }
