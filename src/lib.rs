@@ -8,7 +8,8 @@
 //! - [`peers_sup`] ← ranch's connection supervisor: one temporary child per connection.
 //! - [`peer`] ← `handler_websocket`: the book protocol's logic, returning commands.
 //! - [`connection`]: the socket loop that carries out a peer's commands.
-//! - [`rooms_sup`] / [`room`]: room processes, so that joins are atomic (the original raced).
+//! - [`rooms_sup`] / [`room`]: room processes, so that joins are atomic (the original raced);
+//!   `announced`: what a named room has told its members, so that a `left` precedes a `joined`.
 //! - [`named_peer`] ← `Membrane.WebRTC.Server.Peer`: a `/socket/:room` peer, with [`hooks`].
 //!
 //! And the pieces without a process: [`book_protocol`] and [`rooms_protocol`] (the wire
@@ -20,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+mod announced;
 pub mod app_env;
 pub mod auth;
 pub mod book_protocol;

@@ -141,6 +141,15 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// The ids under `key`, live or dead (not yet cleaned up).
+    pub fn registered(&self, key: &RoomKey) -> Vec<PeerId> {
+        lock(&self.table)
+            .by_key
+            .get(key)
+            .map(|peers| peers.iter().map(PeerRef::id).collect())
+            .unwrap_or_default()
+    }
+
     /// How many live peers are under `key`.
     pub fn count(&self, key: &RoomKey) -> usize {
         lock(&self.table)

@@ -5,6 +5,7 @@
 //! check-and-register is atomic. Membership itself lives in the registry, not here: a room that
 //! crashes is restarted with the same mailbox and the same members, and relaying (peer to peer,
 //! through the registry, as `reply2peer`) never stops.
+use crate::announced::Announced;
 use crate::events::{Event, Events};
 use crate::hooks::{AuthData, Refusal, RoomContext, RoomHooks};
 use crate::mailbox::PeerRef;
@@ -74,6 +75,7 @@ impl Room {
         if let RoomKind::Named(named) = &self.kind {
             named.hooks.on_init(&named.context, &self.members());
         }
+        let mut announced = Announced::new(self.registry.registered(&self.key));
         while let Ok(msg) = self.inbox.recv().await {
             match msg {
                 RoomMsg::Join { peer, reply } => {
@@ -86,7 +88,7 @@ impl Room {
                 RoomMsg::JoinNamed { peer, auth, reply } => {
                     let (result, configured) = match &self.kind {
                         RoomKind::Named(named) => (
-                            self.join_named(named, &peer, &auth),
+                            self.join_named(named, &peer, &auth, &mut announced),
                             named.context.configured,
                         ),
                         RoomKind::Book => (Err(Refusal::new("not_a_named_room")), false),
@@ -102,7 +104,9 @@ impl Room {
                 RoomMsg::Leave { peer } => {
                     let configured = match &self.kind {
                         RoomKind::Named(named) => {
-                            self.left(named, peer);
+                            if announced.leave(peer) {
+                                self.left(named, peer);
+                            }
                             named.context.configured
                         }
                         RoomKind::Book => false,
@@ -145,17 +149,21 @@ impl Room {
 
     /// The room's hooks decide; the newcomer's `joined` reaches the others before anything the
     /// newcomer can send, and the members it is told of are exactly those that were told of it.
+    /// Members that died first get their `left` (and leave the hooks' count) before that.
     fn join_named(
         &self,
         named: &NamedRoom,
         peer: &PeerRef,
         auth: &AuthData,
+        announced: &mut Announced,
     ) -> Result<Vec<PeerId>, Refusal> {
+        self.retire_dead(named, announced);
         let members = self.members();
         named.hooks.on_join(&named.context, &members, auth)?;
         if !self.registry.reg(&self.key, peer) {
             return Err(Refusal::new("peer_gone"));
         }
+        announced.joined(peer.id());
         let joined = RoomMessage::joined(peer.id());
         let bytes = joined.to_text().len();
         self.registry.for_each_other(&self.key, peer.id(), |other| {
@@ -166,6 +174,24 @@ impl Room {
             peer: peer.id(),
         });
         Ok(members)
+    }
+
+    /// Announces the departure of the members that died but whose `Leave` has not been served.
+    /// Whoever removes a registration reports it: the room here (the registry process then
+    /// finds nothing to remove and sends no `Leave`), or the registry process, whose `Leave`
+    /// is then ignored.
+    fn retire_dead(&self, named: &NamedRoom, announced: &mut Announced) {
+        for gone in announced.gone(&self.members()) {
+            let removed_here = self.registry.unreg(&self.key, gone);
+            if removed_here {
+                self.events.publish(Event::Left {
+                    room: self.key.clone(),
+                    peer: gone,
+                });
+            }
+            announced.retire(gone, !removed_here);
+            self.left(named, gone);
+        }
     }
 
     fn left(&self, named: &NamedRoom, peer: PeerId) {
