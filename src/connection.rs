@@ -265,7 +265,12 @@ async fn serve_named(
     let client = client.as_str();
     let id = inbox.owner().id();
     let hooks = Arc::clone(&shared.peer_hooks);
-    let parsed = match hooks.parse_request(&request, &name) {
+    let parse = std::panic::catch_unwind(AssertUnwindSafe(|| hooks.parse_request(&request, &name)));
+    let parse = match parse {
+        Ok(parse) => parse,
+        Err(panic) => hook_panicked(&mut stream, &request, client, "parse_request", panic).await,
+    };
+    let parsed = match parse {
         Ok(parsed) if http::valid_room_name(&parsed.room) => parsed,
         Ok(parsed) => {
             let why = format!("bad room name {:?}", parsed.room);
@@ -283,7 +288,14 @@ async fn serve_named(
         credentials: parsed.credentials,
         metadata: parsed.metadata,
     };
-    if let Err(refusal) = hooks.on_init(&mut auth, &shared.config.accounts) {
+    let init = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        hooks.on_init(&mut auth, &shared.config.accounts)
+    }));
+    let init = match init {
+        Ok(init) => init,
+        Err(panic) => hook_panicked(&mut stream, &request, client, "on_init", panic).await,
+    };
+    if let Err(refusal) = init {
         let who = auth.credentials.username().unwrap_or("-");
         let why = format!("not authenticated (user {who:?}): {refusal}");
         refuse(&mut stream, &request, client, 401, why).await;
@@ -347,6 +359,20 @@ async fn serve_named(
     };
     ended_named(&shared, id, client, &auth, &end);
     None
+}
+
+/// A peer hook panicked before the upgrade: HTTP 500, as a crash after it closes with 1011,
+/// then the crash goes on to the supervisor (which logs and counts it).
+async fn hook_panicked(
+    stream: &mut Stream,
+    request: &http::Request,
+    client: &str,
+    hook: &str,
+    panic: Box<dyn std::any::Any + Send>,
+) -> ! {
+    let why = format!("internal error (peer hook {hook} panicked)");
+    refuse(stream, request, client, 500, why).await;
+    std::panic::resume_unwind(panic)
 }
 
 /// An HTTP error instead of the upgrade, logged once.

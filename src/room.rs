@@ -12,6 +12,7 @@ use crate::mailbox::PeerRef;
 use crate::registry::{PeerId, Registry, RoomKey};
 use crate::rooms_protocol::RoomMessage;
 use crate::rooms_sup::Rooms;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use supervisors::StopReason;
 
@@ -26,7 +27,8 @@ pub enum RoomMsg {
     JoinNamed {
         peer: PeerRef,
         auth: Box<AuthData>,
-        reply: async_channel::Sender<Result<Vec<PeerId>, Refusal>>,
+        /// Dropped unanswered only when the join crashed the room (a hook panicked).
+        reply: async_channel::Sender<Result<Vec<PeerId>, NamedRefusal>>,
     },
     /// A peer was removed from the registry under this room's key.
     Leave {
@@ -41,6 +43,16 @@ pub enum RoomMsg {
 pub enum JoinRefused {
     /// Empty, full, unknown, or the peer's own room: the book's WRONGROOM.
     NotJoinable,
+}
+
+/// Why a named room did not take a peer in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedRefusal {
+    /// The room's hooks said no: `error` with the reason, then close 4000.
+    Hooks(Refusal),
+    /// The room was stopping (its last peer had left) when the join reached it: ask again, and
+    /// a fresh room answers. The only answer worth a retry.
+    Stopping,
 }
 
 /// What kind of room a process serves.
@@ -73,7 +85,15 @@ pub(crate) struct Room {
 impl Room {
     pub async fn run(self) {
         if let RoomKind::Named(named) = &self.kind {
-            named.hooks.on_init(&named.context, &self.members());
+            // Not a crash: a restart would only run it again, and again, until the panics
+            // escalated to the root and stopped the server.
+            let init = AssertUnwindSafe(|| named.hooks.on_init(&named.context, &self.members()));
+            if std::panic::catch_unwind(init).is_err() {
+                log::error!(
+                    "room {}: on_init panicked; the room runs without it",
+                    self.key
+                );
+            }
         }
         let mut announced = Announced::new(self.registry.registered(&self.key));
         while let Ok(msg) = self.inbox.recv().await {
@@ -88,10 +108,14 @@ impl Room {
                 RoomMsg::JoinNamed { peer, auth, reply } => {
                     let (result, configured) = match &self.kind {
                         RoomKind::Named(named) => (
-                            self.join_named(named, &peer, &auth, &mut announced),
+                            self.join_named(named, &peer, &auth, &mut announced)
+                                .map_err(NamedRefusal::Hooks),
                             named.context.configured,
                         ),
-                        RoomKind::Book => (Err(Refusal::new("not_a_named_room")), false),
+                        RoomKind::Book => (
+                            Err(NamedRefusal::Hooks(Refusal::new("not_a_named_room"))),
+                            false,
+                        ),
                     };
                     let refused = result.is_err();
                     let _ = reply.try_send(result);
@@ -213,8 +237,10 @@ impl Room {
                 RoomMsg::Join { reply, .. } => {
                     let _ = reply.try_send(Err(JoinRefused::NotJoinable));
                 }
-                // Dropping the reply tells the peer the room stopped: it asks again.
-                RoomMsg::JoinNamed { reply, .. } => drop(reply),
+                // The peer asks again, and a fresh room answers.
+                RoomMsg::JoinNamed { reply, .. } => {
+                    let _ = reply.try_send(Err(NamedRefusal::Stopping));
+                }
                 _ => {}
             }
         }

@@ -46,6 +46,11 @@ pub mod description {
     pub const ROOM_IS_FULL: &str = "room_is_full";
     pub const UNKNOWN_PEER: &str = "unknown_peer";
     pub const INVALID_MESSAGE: &str = "invalid_message";
+    /// The room crashed while taking the peer in (a room hook panicked); it restarts, and the
+    /// peer may connect again.
+    pub const ROOM_CRASHED: &str = "room_crashed";
+    /// The room kept stopping under the join (its last peer leaving each time it was asked).
+    pub const ROOM_UNAVAILABLE: &str = "room_unavailable";
 }
 
 /// The events only the server sends. A client message with one of these names could pass for

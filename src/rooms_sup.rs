@@ -8,7 +8,8 @@ use crate::events::{Event, Events};
 use crate::hooks::{AuthData, Refusal, RoomContext, RoomHooks};
 use crate::mailbox::PeerRef;
 use crate::registry::{PeerId, Registry, RoomKey};
-use crate::room::{JoinRefused, NamedRoom, Room, RoomKind, RoomMsg};
+use crate::room::{JoinRefused, NamedRefusal, NamedRoom, Room, RoomKind, RoomMsg};
+use crate::rooms_protocol::description;
 use rand::RngExt;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -197,8 +198,9 @@ impl Rooms {
         auth: &AuthData,
     ) -> Result<(Arc<RoomContext>, Vec<PeerId>), NamedJoinError> {
         let key = RoomKey::Named(name.into());
-        // A room that stops (its last peer left) while we ask drops our question: ask anew,
-        // which starts a fresh room. Bounded, though each retry needs a room to stop again.
+        // A room that stops (its last peer left) while we ask says so: ask anew, which starts a
+        // fresh room. Bounded, though each retry needs a room to stop again. Nothing else is
+        // retried: a join that crashed its room would crash it again.
         for _ in 0..8 {
             let (mailbox, context) = {
                 let mut table = lock(&self.table);
@@ -232,11 +234,19 @@ impl Rooms {
             }
             match answer.recv().await {
                 Ok(Ok(members)) => return Ok((context, members)),
-                Ok(Err(refusal)) => return Err(NamedJoinError::Refused(refusal)),
-                Err(_) => continue,
+                Ok(Err(NamedRefusal::Hooks(refusal))) => {
+                    return Err(NamedJoinError::Refused(refusal))
+                }
+                Ok(Err(NamedRefusal::Stopping)) => continue,
+                Err(_) => {
+                    log::warn!("peer {}: room {name} crashed during its join", peer.id());
+                    let crashed = Refusal::new(description::ROOM_CRASHED);
+                    return Err(NamedJoinError::Refused(crashed));
+                }
             }
         }
-        Err(NamedJoinError::Refused(Refusal::new("room_unavailable")))
+        let unavailable = Refusal::new(description::ROOM_UNAVAILABLE);
+        Err(NamedJoinError::Refused(unavailable))
     }
 
     /// A named room's configuration: the config file's, or the defaults when rooms start on
