@@ -156,10 +156,9 @@ impl Room {
         if !self.registry.reg(&self.key, peer) {
             return Err(Refusal::new("peer_gone"));
         }
-        let joined = RoomMessage::joined(peer.id());
-        let bytes = joined.to_text().len();
+        let joined = RoomMessage::joined(peer.id()).to_shared_text();
         self.registry.for_each_other(&self.key, peer.id(), |other| {
-            other.deliver(joined.clone(), bytes);
+            other.deliver(&joined);
         });
         self.events.publish(Event::Joined {
             room: self.key.clone(),
@@ -169,10 +168,9 @@ impl Room {
     }
 
     fn left(&self, named: &NamedRoom, peer: PeerId) {
-        let left = RoomMessage::left(peer);
-        let bytes = left.to_text().len();
+        let left = RoomMessage::left(peer).to_shared_text();
         self.registry.for_each_other(&self.key, peer, |other| {
-            other.deliver(left.clone(), bytes);
+            other.deliver(&left);
         });
         named.hooks.on_leave(&named.context, peer);
     }

@@ -4,7 +4,7 @@ use crate::connection::End;
 use crate::events::{Event, Events};
 use crate::hooks::{DefaultPeer, DefaultRoom, PeerHooks, RoomHooks};
 use crate::listener::ListenerMsg;
-use crate::mailbox::{Inbox, Mailbox, PeerMsg, PeerRef};
+use crate::mailbox::{Control, Inbox, Mailbox, PeerRef};
 use crate::registry::{PeerId, Registry, RegistryMsg, RoomKey};
 use crate::rooms_sup::{NamedRooms, Rooms};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -664,7 +664,7 @@ impl ServerHandle {
             CrashTarget::Peer(id) => {
                 let sent = lock(&s.directory)
                     .get(id)
-                    .is_some_and(|c| c.peer.send(PeerMsg::Crash));
+                    .is_some_and(|c| c.peer.control(Control::Crash));
                 if !sent {
                     return Err(CrashError::NoSuchPeer(*id));
                 }
