@@ -122,8 +122,7 @@ fn percent_decode(s: &str) -> Option<String> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = s.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                out.push(crate::http::hex_byte(bytes.get(i + 1..i + 3)?)?);
                 i += 3;
             }
             b => {

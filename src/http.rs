@@ -102,7 +102,15 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, ReadError> {
     let has_token = |name: &str, token: &str| {
         header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     };
-    let target = req.path.unwrap_or("/");
+    let target = req.path.unwrap_or("");
+    // Only the origin form (RFC 9112 §3.2.1) names a resource here: `*`, `http://host/...`,
+    // `?x` or a bare word are not requests this server can route.
+    if !target.starts_with('/') {
+        return Err(ReadError::Malformed(format!(
+            "the request target {:?} does not start with /",
+            Shown(target)
+        )));
+    }
     let path = target.split(['?', '#']).next().unwrap_or("/").to_owned();
     Ok(Some(Request {
         method: req.method.unwrap_or("").to_owned(),
@@ -125,6 +133,30 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, ReadError> {
             .collect(),
         rest: buf[len..].to_vec(),
     }))
+}
+
+/// Two hex digits (`from_str_radix` alone would also take `+1`).
+pub fn hex_byte(digits: &[u8]) -> Option<u8> {
+    let digit = |b: u8| char::from(b).to_digit(16);
+    match digits {
+        [hi, lo] => u8::try_from(digit(*hi)? * 16 + digit(*lo)?).ok(),
+        _ => None,
+    }
+}
+
+/// Peer-written text for a log line: its first 64 characters, escaped.
+pub struct Shown<'a>(pub &'a str);
+
+impl fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut chars = self.0.chars();
+        let head: String = chars.by_ref().take(64).collect();
+        write!(f, "{head:?}")?;
+        if chars.next().is_some() {
+            f.write_str("...")?;
+        }
+        Ok(())
+    }
 }
 
 impl Request {
@@ -193,7 +225,7 @@ pub fn route(req: &Request) -> Route {
             Some(rel) if safe_relative(rel) => Route::Static(rel.to_owned()),
             Some(_) => Route::Reject(404, "not found"),
             None => {
-                let name = &p[1..];
+                let name = p.strip_prefix('/').unwrap_or(p);
                 let name = name.strip_suffix('/').unwrap_or(name);
                 if valid_room_name(name) {
                     Route::RoomPage(name.to_owned())
@@ -215,11 +247,12 @@ pub fn valid_room_name(name: &str) -> bool {
 
 /// RFC 6455 §4.1: the key is 16 random bytes, base64-encoded (24 characters).
 fn valid_ws_key(key: &str) -> bool {
-    key.len() == 24
-        && key.ends_with("==")
-        && key[..22]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    key.strip_suffix("==").is_some_and(|nonce| {
+        nonce.len() == 22
+            && nonce
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    })
 }
 
 /// No `..`, no absolute paths, only plain file-name characters.
@@ -380,6 +413,24 @@ mod tests {
         }
         let r = req(&UPGRADE.replace("Host: a", "Host: a\r\nCookie: x=1"));
         assert_eq!(r.header("COOKIE"), Some("x=1"));
+    }
+
+    #[test]
+    fn a_target_that_is_not_a_path_is_malformed() {
+        for line in ["GET ?x", "GET #x", "GET *", "GET http://h/", "GET \u{e9}"] {
+            let text = format!("{line} HTTP/1.1\r\n\r\n");
+            assert!(
+                matches!(parse_head(text.as_bytes()), Err(ReadError::Malformed(_))),
+                "{line}"
+            );
+        }
+        let long = format!("GET {} HTTP/1.1\r\n\r\n", "x".repeat(200));
+        let Err(e) = parse_head(long.as_bytes()) else {
+            panic!("accepted");
+        };
+        assert!(e.to_string().len() < 150, "{e}");
+        assert_eq!(hex_byte(b"e9"), Some(0xe9));
+        assert_eq!(hex_byte(b"+1"), None);
     }
 
     #[test]

@@ -1,0 +1,94 @@
+//! The HTTP surface an attacker or an operator meets first: odd requests, the admin listener's
+//! slots, `X-Forwarded-For`, the observer page with a token, room pages with accounts, and
+//! which credentials win.
+mod common;
+use common::admin::*;
+use common::*;
+use rtcserver::auth::{Accounts, User};
+
+/// Every crash the supervisors counted, from `GET /metrics`.
+async fn crashes(s: &TestServer) -> u64 {
+    let metrics = get(admin(s), "/metrics").await.expect(200).body;
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("rtcserver_crashes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn alice() -> Accounts {
+    Accounts {
+        users: vec![User {
+            username: "alice".into(),
+            password: "wonderland".into(),
+        }],
+        tokens: Vec::new(),
+    }
+}
+
+/// README "Named rooms: `/socket/<room>`" (anything else 404; a target that is not a path 400): a
+/// request target that is not a path (`é`, `?x`, `#x`, `*`, an absolute URL) is
+/// HTTP 400; odd paths, headers and cookies get their 4xx. None of them crashes the
+/// connection's process (a crash would show in `rtcserver_crashes_total`).
+#[test]
+fn odd_request_lines_and_headers_get_an_http_answer_never_a_crash() {
+    run(async {
+        let s = server_with(|c| c.accounts = alice());
+        let before = crashes(&s).await;
+        let socket = format!("Host: x\r\n{UPGRADE_HEADERS}");
+        let cases: Vec<(String, &str)> = vec![
+            ("GET é HTTP/1.1\r\n\r\n".into(), "400"),
+            ("GET ?x HTTP/1.1\r\n\r\n".into(), "400"),
+            ("GET #x HTTP/1.1\r\n\r\n".into(), "400"),
+            ("GET * HTTP/1.1\r\n\r\n".into(), "400"),
+            ("OPTIONS * HTTP/1.1\r\n\r\n".into(), "400"),
+            ("GET http://x/ HTTP/1.1\r\n\r\n".into(), "400"),
+            (format!("GET ?x HTTP/1.1\r\n{socket}\r\n"), "400"),
+            (format!("GET é HTTP/1.1\r\n{socket}\r\n"), "400"),
+            ("GET /é HTTP/1.1\r\n\r\n".into(), "404"),
+            ("GET // HTTP/1.1\r\n\r\n".into(), "404"),
+            ("GET /%ff HTTP/1.1\r\n\r\n".into(), "404"),
+            ("GET /static/é HTTP/1.1\r\n\r\n".into(), "404"),
+            ("GET /socket/é HTTP/1.1\r\n\r\n".into(), "404"),
+            (format!("GET /socket/é HTTP/1.1\r\n{socket}\r\n"), "400"),
+            (format!("GET /socket/r?é#x HTTP/1.1\r\n{socket}\r\n"), "401"),
+            (
+                format!("GET /socket/r HTTP/1.1\r\n{socket}Cookie: credentials=%\r\n\r\n"),
+                "401",
+            ),
+            (
+                format!("GET /socket/r HTTP/1.1\r\n{socket}Cookie: credentials=%e9%8\r\n\r\n"),
+                "401",
+            ),
+            (
+                format!("GET /socket/r HTTP/1.1\r\n{socket}Cookie: credentials=%+1%-1\r\n\r\n"),
+                "401",
+            ),
+            (
+                format!("GET /socket/r HTTP/1.1\r\n{socket}Cookie: =; ;;credentials\r\n\r\n"),
+                "401",
+            ),
+            (
+                format!("GET /socket/r HTTP/1.1\r\n{socket}Authorization: Bearer\r\n\r\n"),
+                "401",
+            ),
+            (
+                format!("GET /socket/r HTTP/1.1\r\n{socket}Authorization: é é\r\n\r\n"),
+                "401",
+            ),
+            (
+                "GET / HTTP/1.1\r\nX-Forwarded-For: é, ,\u{202e}\r\n\r\n".into(),
+                "200",
+            ),
+        ];
+        for (request, status) in &cases {
+            let answer = raw_http(s.addr(), request).await;
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{request:?} got {answer:.120?}"
+            );
+        }
+        assert_eq!(crashes(&s).await, before, "no connection crashed");
+        s.assert_clean().await;
+    });
+}
