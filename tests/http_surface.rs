@@ -92,3 +92,38 @@ fn odd_request_lines_and_headers_get_an_http_answer_never_a_crash() {
         s.assert_clean().await;
     });
 }
+
+const ALICE_COOKIE: &str = r#"credentials={"username":"alice","password":"wonderland"}"#;
+
+/// README "Named rooms: `/socket/<room>`" (Authentication): an `Authorization` header of another
+/// scheme (nginx `auth_basic` in front) leaves the `credentials` cookie in force; only a Bearer
+/// token takes precedence over it.
+#[test]
+fn a_basic_authorization_header_does_not_hide_a_valid_cookie() {
+    run(async {
+        let s = server_with(|c| c.accounts = alice());
+        let peer = RoomPeer::join_with(
+            &s,
+            "basic",
+            &[
+                ("Cookie", ALICE_COOKIE),
+                ("Authorization", "Basic YWxpY2U6d29uZGVybGFuZA=="),
+            ],
+        )
+        .await;
+        assert!(!peer.id.is_empty());
+        let bearer_wins = raw_http(
+            s.addr(),
+            &format!(
+                "GET /socket/basic HTTP/1.1\r\nHost: x\r\n{UPGRADE_HEADERS}Cookie: {ALICE_COOKIE}\r\nAuthorization: Bearer wrong\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(
+            bearer_wins.starts_with("HTTP/1.1 401 "),
+            "{bearer_wins:.80}"
+        );
+        peer.client.close().await;
+        s.assert_clean().await;
+    });
+}
