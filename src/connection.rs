@@ -191,7 +191,10 @@ async fn open(
         }
         Route::RoomPage(name) => {
             let head_only = request.method == "HEAD";
-            let _ = if shared.rooms.named_room_exists(&name) {
+            // With accounts, which rooms exist is for those who authenticate: the page is the
+            // same for every name, and the socket answers 401 before it would answer 404.
+            let page = !shared.config.accounts.is_open() || shared.rooms.named_room_exists(&name);
+            let _ = if page {
                 serve_file(&shared, &mut stream, "room.html", head_only).await
             } else {
                 http::respond(&mut stream, 404, "text/plain", b"no such room\n", head_only).await

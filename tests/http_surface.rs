@@ -127,3 +127,49 @@ fn a_basic_authorization_header_does_not_hide_a_valid_cookie() {
         s.assert_clean().await;
     });
 }
+
+/// README "Named rooms: `/socket/<room>`" (`GET /<room>`): with accounts and `--no-auto-rooms`,
+/// the room page is the same for a configured room and an unknown one, so the page does not
+/// list the rooms; the socket still answers 401 without credentials and 404 with them.
+#[test]
+fn with_accounts_the_room_page_does_not_tell_which_rooms_exist() {
+    run(async {
+        let s = server_with(|c| {
+            c.accounts = alice();
+            c.auto_rooms = false;
+            c.rooms = vec![rtcserver::hooks::RoomContext {
+                name: "standup".into(),
+                max_peers: 4,
+                metadata: serde_json::Value::Null,
+                configured: true,
+            }];
+        });
+        let page = |name: &str| format!("GET /{name} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let known = raw_http(s.addr(), &page("standup")).await;
+        let unknown = raw_http(s.addr(), &page("no-such-room")).await;
+        assert!(known.starts_with("HTTP/1.1 200 "), "{known:.80}");
+        assert_eq!(known, unknown, "the same answer for both names");
+        for (room, cookie, status) in [
+            ("standup", "", "401"),
+            ("no-such-room", "", "401"),
+            ("no-such-room", ALICE_COOKIE, "404"),
+        ] {
+            let answer = raw_http(
+                s.addr(),
+                &format!(
+                    "GET /socket/{room} HTTP/1.1\r\nHost: x\r\n{UPGRADE_HEADERS}Cookie: {cookie}\r\n\r\n"
+                ),
+            )
+            .await;
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{room} {cookie}: {answer:.80}"
+            );
+        }
+        let open = server_with(|c| c.auto_rooms = false);
+        let missing = raw_http(open.addr(), &page("no-such-room")).await;
+        assert!(missing.starts_with("HTTP/1.1 404 "), "{missing:.80}");
+        s.assert_clean_with_rooms(1).await;
+        open.assert_clean().await;
+    });
+}
