@@ -173,3 +173,30 @@ fn with_accounts_the_room_page_does_not_tell_which_rooms_exist() {
         open.assert_clean().await;
     });
 }
+
+/// README "Testing your client against crashes" (Access): with `--admin-token`, a browser loads
+/// the observer page without the header (it then asks for the token); every data endpoint still
+/// answers 401 without it, and the page keeps the Origin check.
+#[test]
+fn with_an_admin_token_the_observer_page_loads_without_it_and_the_data_does_not() {
+    run(async {
+        let s = server_with(|c| c.admin_token = Some("s3cret".parse().expect("token")));
+        let a = admin(&s);
+        for path in ["/", "/observer.html", "/?from=bookmark"] {
+            let page = get(a, path).await.expect(200);
+            assert!(page.body.contains("<title>rtcserver observer</title>"));
+            assert!(page.body.contains("This admin API needs a token"));
+        }
+        http(a, "HEAD", "/", &[], "").await.expect(200);
+        for path in ["/tree", "/metrics", "/events", "/chaos", "/nope"] {
+            get(a, path).await.expect(401);
+        }
+        post(a, "/crash?target=listener", "").await.expect(401);
+        http(a, "GET", "/", &[("Origin", "https://evil.example")], "")
+            .await
+            .expect(403);
+        let bearer = [("Authorization", "Bearer s3cret")];
+        http(a, "GET", "/tree", &bearer, "").await.expect(200);
+        s.assert_clean().await;
+    });
+}
