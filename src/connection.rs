@@ -12,6 +12,7 @@ use crate::rooms_sup::NamedJoinError;
 use crate::rtcserver_app::Shared;
 use crate::socket::Socket;
 use crate::tls::Stream;
+use crate::trusted_proxies::ClientAddr;
 use async_net::TcpStream;
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -165,10 +166,12 @@ async fn open(
             return None;
         }
     };
-    let client = request
-        .forwarded_for
-        .clone()
-        .unwrap_or_else(|| addr.to_string());
+    let from = shared
+        .config
+        .trusted_proxies
+        .client(addr, request.header_values("x-forwarded-for"));
+    // Logs name the socket's peer too; `/tree` and events get only a parsed address.
+    let client = from.to_string();
     match http::route(&request) {
         Route::Reject(status, why) => {
             log::warn!(
@@ -202,7 +205,7 @@ async fn open(
         }
         Route::BookSocket => {
             let ws = upgrade(&shared, stream, request).await?;
-            shared.connected(id, &client);
+            shared.connected(id, &from.public());
             log::info!("peer {id} connected from {client}");
             let handler = BookPeer::new(
                 inbox.owner().clone(),
@@ -220,7 +223,7 @@ async fn open(
             }));
         }
         Route::RoomSocket(name) => {
-            return serve_named(shared, stream, request, name, client, inbox).await;
+            return serve_named(shared, stream, request, name, from, inbox).await;
         }
     }
     None
@@ -262,9 +265,10 @@ async fn serve_named(
     mut stream: Stream,
     request: http::Request,
     name: String,
-    client: String,
+    from: ClientAddr,
     inbox: Inbox,
 ) -> Option<Session> {
+    let client = from.to_string();
     let client = client.as_str();
     let id = inbox.owner().id();
     let hooks = Arc::clone(&shared.peer_hooks);
@@ -298,7 +302,7 @@ async fn serve_named(
         return None;
     }
     let mut ws = upgrade(&shared, stream, request).await?;
-    shared.connected(id, client);
+    shared.connected(id, &from.public());
     log::info!("peer {id} connected from {client} to room {}", auth.room);
     let end = match shared
         .rooms

@@ -24,7 +24,6 @@ pub struct Request {
     pub ws_key: Option<String>,
     pub ws_version: Option<String>,
     pub connection_upgrade: bool,
-    pub forwarded_for: Option<String>,
     /// Every header, names lowercased (for the hooks; freed with the request).
     pub headers: Vec<(String, String)>,
     /// Bytes read past the head (a client may send its first frame right behind it).
@@ -119,10 +118,6 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, ReadError> {
         ws_key: header("sec-websocket-key").map(str::to_owned),
         ws_version: header("sec-websocket-version").map(str::to_owned),
         connection_upgrade: has_token("connection", "upgrade") && has_token("upgrade", "websocket"),
-        forwarded_for: header("x-forwarded-for")
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty()),
         headers: req
             .headers
             .iter()
@@ -165,6 +160,14 @@ impl Request {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every header of this name, in order (a list header may come in several lines).
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 }
@@ -342,7 +345,7 @@ mod tests {
     fn an_upgrade_request_is_parsed_and_routed() {
         let r = req(UPGRADE);
         assert_eq!(r.path, "/signaling");
-        assert_eq!(r.forwarded_for.as_deref(), Some("10.1.2.3"));
+        assert_eq!(r.header("x-forwarded-for"), Some("10.1.2.3, 10.0.0.1"));
         assert_eq!(r.rest, b"XYZ");
         assert_eq!(route(&r), Route::BookSocket);
     }

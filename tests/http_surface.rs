@@ -200,3 +200,127 @@ fn with_an_admin_token_the_observer_page_loads_without_it_and_the_data_does_not(
         s.assert_clean().await;
     });
 }
+
+/// Opens a WebSocket by hand at `path` with extra header lines (raw, so that any bytes go);
+/// returns the socket once the 101 is read.
+async fn raw_upgrade(addr: std::net::SocketAddr, path: &str, extra: &str) -> async_net::TcpStream {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = async_net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{UPGRADE_HEADERS}{extra}\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        within(WAIT, "the 101", tcp.read_exact(&mut byte))
+            .await
+            .expect("read");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tcp
+}
+
+/// The `client` of the next connection, as its Connected event and `GET /tree` show it.
+async fn client_of(s: &TestServer, path: &str, forwarded_for: &str) -> (String, String) {
+    let tcp = raw_upgrade(
+        s.addr(),
+        path,
+        &format!("X-Forwarded-For: {forwarded_for}\r\n"),
+    )
+    .await;
+    let socket = tcp.local_addr().expect("local addr").to_string();
+    let (peer, client) = match s
+        .event("the Connected event", |e| {
+            matches!(e, rtcserver::Event::Connected { .. })
+        })
+        .await
+    {
+        rtcserver::Event::Connected { peer, client } => (peer, client),
+        _ => unreachable!(),
+    };
+    let tree = http(admin(s), "GET", "/tree", &[], "")
+        .await
+        .expect(200)
+        .json();
+    let shown = tree["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|p| p["id"] == peer))
+        .and_then(|p| p["client"].as_str())
+        .unwrap_or_else(|| panic!("peer {peer} not in {tree}"))
+        .to_owned();
+    assert_eq!(shown, client, "/tree and the event agree");
+    drop(tcp);
+    s.event(
+        "the Disconnected event",
+        |e| matches!(e, rtcserver::Event::Disconnected { peer: p } if *p == peer),
+    )
+    .await;
+    (client, socket)
+}
+
+/// README "Running" (`--trusted-proxies`): `X-Forwarded-For` is believed only from a trusted
+/// proxy, its rightmost untrusted entry is the client, only a parsed IP address reaches `/tree`
+/// and events, and markup or an 8 KB header never does.
+#[test]
+fn x_forwarded_for_counts_only_from_trusted_proxies_and_only_as_an_address() {
+    run(async {
+        let untrusting = server();
+        let (client, socket) = client_of(&untrusting, "/", "203.0.113.5").await;
+        assert_eq!(client, socket, "an untrusted sender's header is ignored");
+        untrusting.assert_clean().await;
+
+        let s = server_with(|c| {
+            c.trusted_proxies = "127.0.0.1/32,10.0.0.0/8".parse().expect("blocks");
+        });
+        let big = "a".repeat(7 * 1024);
+        let big_list = format!("203.0.113.9{}", ",10.0.0.1".repeat(700));
+        let cases = [
+            ("/", "198.51.100.1, 203.0.113.5", Some("203.0.113.5")),
+            ("/", "203.0.113.5, 10.0.0.7", Some("203.0.113.5")),
+            (
+                "/socket/r",
+                "198.51.100.1, 2001:db8::5",
+                Some("2001:db8::5"),
+            ),
+            ("/", "<img src=x onerror=alert(1)>", None),
+            ("/", "\u{202e}1.2.3.4", None),
+            ("/", big.as_str(), None),
+            ("/", big_list.as_str(), Some("10.0.0.1")),
+        ];
+        for (path, header, want) in cases {
+            let (client, socket) = client_of(&s, path, header).await;
+            assert_eq!(client, want.unwrap_or(&socket), "{header:.60}");
+            assert!(client.len() <= 47, "{client:.80}");
+        }
+        s.assert_clean().await;
+    });
+}
+
+/// README "Running" (`--trusted-proxies`): the flag of the binary, and its log line naming both
+/// the forwarded address and the socket's peer; a malformed block stops the start.
+#[test]
+fn the_binary_takes_trusted_proxies_and_logs_the_socket_address_too() {
+    let mut bin = Binary::start(&[
+        "--port",
+        "0",
+        "--admin-bind",
+        "127.0.0.1:0",
+        "--trusted-proxies",
+        "127.0.0.1/32, ::1/128",
+    ]);
+    let (addr, _) = bin.addresses();
+    run(async {
+        let tcp = raw_upgrade(addr, "/", "X-Forwarded-For: 203.0.113.5\r\n").await;
+        let socket = tcp.local_addr().expect("local addr");
+        let line = bin.wait_for_line(" connected from ");
+        assert_eq!(line, format!("203.0.113.5 via {socket}"));
+    });
+    let mut refused = Binary::start(&["--port", "0", "--trusted-proxies", "10.0.0.0/33"]);
+    let (code, log) = refused.exit_code(WAIT);
+    assert_eq!(code, Some(2), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("10.0.0.0/33")), "{log:#?}");
+}
