@@ -324,3 +324,57 @@ fn the_binary_takes_trusted_proxies_and_logs_the_socket_address_too() {
     assert_eq!(code, Some(2), "{log:#?}");
     assert!(log.iter().any(|l| l.contains("10.0.0.0/33")), "{log:#?}");
 }
+
+/// README "Testing your client against crashes" (Access): connections that send nothing cannot
+/// lock the operator out of the admin API. Each must send its request within 1 s (else 408), and
+/// past `MAX_WAITING` of them a new connection takes the place of the oldest, so the operator's
+/// request, sent right after its connect, is read and served.
+#[test]
+fn silent_connections_do_not_lock_the_operator_out_of_the_admin_api() {
+    use futures_lite::AsyncReadExt;
+    run(async {
+        let s = server_with(|c| c.admin_token = Some("s3cret".parse().expect("token")));
+        let a = admin(&s);
+        let mut silent = Vec::new();
+        for _ in 0..rtcserver::admin::MAX_WAITING + 36 {
+            silent.push(async_net::TcpStream::connect(a).await.expect("connect"));
+        }
+        let bearer = [("Authorization", "Bearer s3cret")];
+        http(a, "GET", "/tree", &bearer, "").await.expect(200);
+        http(a, "GET", "/metrics", &bearer, "").await.expect(200);
+        for mut tcp in silent {
+            let mut answer = Vec::new();
+            within(
+                WAIT,
+                "a silent connection to be closed",
+                tcp.read_to_end(&mut answer),
+            )
+            .await
+            .expect("read");
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(
+                answer.is_empty() || answer.starts_with("HTTP/1.1 408 "),
+                "evicted without an answer, or timed out: {answer:.80}"
+            );
+        }
+        s.assert_clean().await;
+    });
+}
+
+/// README "Testing your client against crashes" (Access): at most `MAX_SERVED` allowed requests
+/// (event streams included) are served at once; one more is a 503 with the JSON error.
+#[test]
+fn past_the_served_places_an_admin_request_gets_503() {
+    run(async {
+        let s = server();
+        let a = admin(&s);
+        let mut streams = Vec::new();
+        for _ in 0..rtcserver::admin::MAX_SERVED {
+            streams.push(Sse::open(a).await);
+        }
+        let busy = get(a, "/tree").await.expect(503);
+        assert_eq!(busy.json()["status"], 503);
+        drop(streams);
+        s.assert_clean().await;
+    });
+}
