@@ -175,9 +175,9 @@ async fn open(
     match http::route(&request) {
         Route::Reject(status, why) => {
             log::warn!(
-                "{client}: HTTP {status} for {} {}: {why}",
+                "{client}: HTTP {status} for {} {:?}: {why}",
                 request.method,
-                request.path
+                http::Shown(&request.path)
             );
             let _ = http::respond(
                 &mut stream,
@@ -364,7 +364,10 @@ async fn refuse(
     status: u16,
     why: String,
 ) {
-    log::warn!("{client}: HTTP {status} for {}: {why}", request.path);
+    log::warn!(
+        "{client}: HTTP {status} for {:?}: {why}",
+        http::Shown(&request.path)
+    );
     let body = format!("{why}\n");
     let _ = http::respond(stream, status, "text/plain", body.as_bytes(), false).await;
 }

@@ -432,6 +432,10 @@ mod tests {
             panic!("accepted");
         };
         assert!(e.to_string().len() < 150, "{e}");
+        assert_eq!(
+            format!("{:?}", Shown("/a\u{202e}b<i>")),
+            "\"/a\\u{202e}b<i>\""
+        );
         assert_eq!(hex_byte(b"e9"), Some(0xe9));
         assert_eq!(hex_byte(b"+1"), None);
     }

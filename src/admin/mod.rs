@@ -203,9 +203,9 @@ async fn admit(
         Access::Forbidden(why) => request::Response::error(403, why),
     };
     log::warn!(
-        "admin API: refused {} {} from {client} ({})",
+        "admin API: refused {} {:?} from {client} ({})",
         req.method,
-        req.path,
+        crate::http::Shown(&req.path),
         refusal.status
     );
     write(stream.clone(), &refusal).await;
