@@ -52,6 +52,8 @@ pub struct Config {
     /// Required as `Authorization: Bearer <token>` when set; a non-loopback `admin_bind`
     /// without one is refused.
     pub admin_token: Option<crate::admin::AdminToken>,
+    /// Proxies whose `X-Forwarded-For` names the client; nobody's by default.
+    pub trusted_proxies: crate::trusted_proxies::TrustedProxies,
     /// Chaos mode: crash children at these rates.
     pub chaos: Option<crate::chaos::ChaosSpec>,
     /// The seed of chaos mode's decisions; drawn (and logged) when `None`.
@@ -82,6 +84,7 @@ impl Default for Config {
             admin_bind: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 30001)),
             admin_bind_required: false,
             admin_token: None,
+            trusted_proxies: Default::default(),
             chaos: None,
             chaos_seed: None,
         }

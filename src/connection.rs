@@ -12,6 +12,7 @@ use crate::rooms_sup::NamedJoinError;
 use crate::rtcserver_app::Shared;
 use crate::socket::Socket;
 use crate::tls::Stream;
+use crate::trusted_proxies::ClientAddr;
 use async_net::TcpStream;
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -166,16 +167,18 @@ async fn open(
             return None;
         }
     };
-    let client = request
-        .forwarded_for
-        .clone()
-        .unwrap_or_else(|| addr.to_string());
+    let from = shared
+        .config
+        .trusted_proxies
+        .client(addr, request.header_values("x-forwarded-for"));
+    // Logs name the socket's peer too; `/tree` and events get only a parsed address.
+    let client = from.to_string();
     match http::route(&request) {
         Route::Reject(status, why) => {
             log::warn!(
-                "{client}: HTTP {status} for {} {}: {why}",
+                "{client}: HTTP {status} for {} {:?}: {why}",
                 request.method,
-                request.path
+                http::Shown(&request.path)
             );
             let _ = http::respond(
                 &mut stream,
@@ -192,7 +195,10 @@ async fn open(
         }
         Route::RoomPage(name) => {
             let head_only = request.method == "HEAD";
-            let _ = if shared.rooms.named_room_exists(&name) {
+            // With accounts, which rooms exist is for those who authenticate: the page is the
+            // same for every name, and the socket answers 401 before it would answer 404.
+            let page = !shared.config.accounts.is_open() || shared.rooms.named_room_exists(&name);
+            let _ = if page {
                 serve_file(&shared, &mut stream, "room.html", head_only).await
             } else {
                 http::respond(&mut stream, 404, "text/plain", b"no such room\n", head_only).await
@@ -200,7 +206,7 @@ async fn open(
         }
         Route::BookSocket => {
             let ws = upgrade(&shared, stream, request).await?;
-            shared.connected(id, &client);
+            shared.connected(id, &from.public());
             log::info!("peer {id} connected from {client}");
             let handler = BookPeer::new(
                 inbox.owner().clone(),
@@ -218,7 +224,7 @@ async fn open(
             }));
         }
         Route::RoomSocket(name) => {
-            return serve_named(shared, stream, request, name, client, inbox).await;
+            return serve_named(shared, stream, request, name, from, inbox).await;
         }
     }
     None
@@ -260,9 +266,10 @@ async fn serve_named(
     mut stream: Stream,
     request: http::Request,
     name: String,
-    client: String,
+    from: ClientAddr,
     inbox: Inbox,
 ) -> Option<Session> {
+    let client = from.to_string();
     let client = client.as_str();
     let id = inbox.owner().id();
     let hooks = Arc::clone(&shared.peer_hooks);
@@ -297,9 +304,12 @@ async fn serve_named(
     }
     // From here on the hooks hear of every end, a crash included: `on_terminate` pairs with the
     // `on_init` that admitted the peer.
-    let entered = AssertUnwindSafe(enter_named(&shared, stream, request, &auth, client, inbox))
-        .catch_unwind()
-        .await;
+    let public = from.public();
+    let entered = AssertUnwindSafe(enter_named(
+        &shared, stream, request, &auth, client, &public, inbox,
+    ))
+    .catch_unwind()
+    .await;
     match entered {
         Ok(Ok(session)) => Some(Session::Named(session)),
         Ok(Err(end)) => {
@@ -321,13 +331,14 @@ async fn enter_named(
     request: http::Request,
     auth: &AuthData,
     client: &str,
+    public: &str,
     inbox: Inbox,
 ) -> Result<NamedSession, End> {
     let id = inbox.owner().id();
     let Some(mut ws) = upgrade(shared, stream, request).await else {
         return Err(End::Closed);
     };
-    shared.connected(id, client);
+    shared.connected(id, public);
     log::info!("peer {id} connected from {client} to room {}", auth.room);
     match shared
         .rooms
@@ -387,7 +398,10 @@ async fn refuse(
     status: u16,
     why: String,
 ) {
-    log::warn!("{client}: HTTP {status} for {}: {why}", request.path);
+    log::warn!(
+        "{client}: HTTP {status} for {:?}: {why}",
+        http::Shown(&request.path)
+    );
     let body = format!("{why}\n");
     let _ = http::respond(stream, status, "text/plain", body.as_bytes(), false).await;
 }
