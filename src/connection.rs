@@ -173,36 +173,37 @@ async fn open(
         .client(addr, request.header_values("x-forwarded-for"));
     // Logs name the socket's peer too; `/tree` and events get only a parsed address.
     let client = from.to_string();
-    match http::route(&request) {
+    // A one-shot answer is given up on a control order: a client that never reads a large
+    // file must not keep its peer process past a stop or a crash.
+    let answer = match http::route(&request) {
         Route::Reject(status, why) => {
             log::warn!(
                 "{client}: HTTP {status} for {} {:?}: {why}",
                 request.method,
                 http::Shown(&request.path)
             );
-            let _ = http::respond(
-                &mut stream,
-                status,
-                "text/plain",
-                format!("{why}\n").as_bytes(),
-                false,
-            )
-            .await;
+            let body = format!("{why}\n");
+            let write = http::respond(&mut stream, status, "text/plain", body.as_bytes(), false);
+            interruptible(&inbox, write).await
         }
         Route::Static(rel) => {
             let head_only = request.method == "HEAD";
-            let _ = serve_file(&shared, &mut stream, &rel, head_only).await;
+            interruptible(&inbox, serve_file(&shared, &mut stream, &rel, head_only)).await
         }
         Route::RoomPage(name) => {
             let head_only = request.method == "HEAD";
             // With accounts, which rooms exist is for those who authenticate: the page is the
             // same for every name, and the socket answers 401 before it would answer 404.
             let page = !shared.config.accounts.is_open() || shared.rooms.named_room_exists(&name);
-            let _ = if page {
-                serve_file(&shared, &mut stream, "room.html", head_only).await
-            } else {
-                http::respond(&mut stream, 404, "text/plain", b"no such room\n", head_only).await
+            let write = async {
+                if page {
+                    serve_file(&shared, &mut stream, "room.html", head_only).await
+                } else {
+                    let body = b"no such room\n";
+                    http::respond(&mut stream, 404, "text/plain", body, head_only).await
+                }
             };
+            interruptible(&inbox, write).await
         }
         Route::BookSocket => {
             let ws = upgrade(&shared, stream, request).await?;
@@ -225,6 +226,12 @@ async fn open(
         }
         Route::RoomSocket(name) => {
             return serve_named(shared, stream, request, name, from, inbox).await;
+        }
+    };
+    if let Written::Interrupted(control) = answer {
+        stream.abort();
+        if control == Control::Crash {
+            panic!("injected crash of peer {id}");
         }
     }
     None

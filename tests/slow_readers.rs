@@ -280,3 +280,32 @@ fn a_tcp_close_without_a_close_frame_is_not_bad_input() {
         s.assert_clean().await;
     });
 }
+
+/// A sibling of the stalled WebSocket: a plain HTTP client that never reads a large file.
+#[test]
+fn shutdown_does_not_wait_for_a_client_that_never_reads_a_file() {
+    use std::io::{Read, Write};
+    let dir = std::env::temp_dir().join(format!("rtcserver-static-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a static dir");
+    std::fs::write(dir.join("big.bin"), vec![0u8; 16 << 20]).expect("a big file");
+    run(async {
+        let s = server_with(|c| {
+            c.static_dir = dir.clone();
+            c.shutdown_grace = Duration::from_secs(120);
+        });
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket.connect(&s.addr().into()).expect("connect");
+        let mut tcp = std::net::TcpStream::from(socket);
+        tcp.write_all(b"GET /static/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("request");
+        // The first byte of the answer: the server is writing it, and will soon wait on us.
+        tcp.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut first = [0u8; 1];
+        tcp.read_exact(&mut first).expect("the answer starts");
+        within(WAIT, "the shutdown", s.handle.shutdown()).await;
+        drop(tcp);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
