@@ -254,8 +254,11 @@ impl DynamicSupervisor {
     /// The supervisor's loop: the body of the bastion child that owns this supervisor.
     pub async fn run(&self) {
         if self.inner.runs.fetch_add(1, Ordering::SeqCst) > 0 {
-            // A restart of the supervisor: OTP takes its children down with it. They are gone
-            // before the fresh start so that no two instances of one child ever run at once.
+            // A restart of the supervisor, which OTP makes a fresh process: a clean restart
+            // history (the crashes that made its predecessor give up were counted by its
+            // parent), and the children it had are taken down with it. They are gone before the
+            // fresh start so that no two instances of one child run at once.
+            lock(&self.inner.intensity).reset();
             self.terminate_previous().await;
             let init = lock(&self.inner.init).clone();
             if let Some(init) = init {
