@@ -64,6 +64,8 @@ pub(crate) struct Room {
     pub kind: RoomKind,
     /// Which instance of the room table entry this process serves.
     pub serial: u64,
+    /// Started again (after its crash, or by a restarted `rooms_sup`), not for the first time.
+    pub restarted: bool,
     pub inbox: crate::channel::Receiver<RoomMsg>,
     pub registry: Arc<Registry>,
     pub events: Arc<Events>,
@@ -74,6 +76,12 @@ impl Room {
     pub async fn run(self) {
         if let RoomKind::Named(named) = &self.kind {
             named.hooks.on_init(&named.context, &self.members());
+        }
+        // Started again with nobody in it and nothing asked of it (its last member's leave was
+        // what crashed it, say): nothing would ever stop it.
+        if self.restarted && self.is_idle() && self.inbox.is_empty() {
+            self.stop();
+            return;
         }
         while let Ok(msg) = self.inbox.recv().await {
             match msg {
@@ -146,6 +154,15 @@ impl Room {
             }
             _ => Err(JoinRefused::NotJoinable),
         }
+    }
+
+    /// Started on demand and without a live member: such a room has no reason to run.
+    fn is_idle(&self) -> bool {
+        let configured = match &self.kind {
+            RoomKind::Named(named) => named.context.configured,
+            RoomKind::Book => false,
+        };
+        !configured && self.registry.count(&self.key) == 0
     }
 
     fn members(&self) -> Vec<PeerId> {

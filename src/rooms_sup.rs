@@ -371,7 +371,7 @@ impl Rooms {
             if let Some(entry) = table.get_mut(&key) {
                 entry.serial = serial;
             }
-            if let Err(e) = self.spawn_room(&mut table, &key) {
+            if let Err(e) = self.spawn_room(&mut table, &key, true) {
                 log::warn!("rooms_sup: could not restart room {key}: {e}");
             }
         }
@@ -416,7 +416,7 @@ impl Rooms {
                 child: None,
             },
         );
-        if let Err(e) = self.spawn_room(table, &key) {
+        if let Err(e) = self.spawn_room(table, &key, false) {
             table.remove(&key);
             return Err(e);
         }
@@ -429,6 +429,7 @@ impl Rooms {
         self: &Arc<Self>,
         table: &mut HashMap<RoomKey, RoomEntry>,
         key: &RoomKey,
+        restarted: bool,
     ) -> Result<(), StartChildError> {
         let Some(entry) = table.get_mut(key) else {
             return Ok(());
@@ -443,6 +444,7 @@ impl Rooms {
         };
         let rooms = Arc::clone(self);
         let room_key = key.clone();
+        let mut restarted = restarted;
         let child = self.sup.start_child(ChildSpec {
             id: format!("room:{key}"),
             kind: child_kind,
@@ -451,11 +453,14 @@ impl Rooms {
                     key: room_key.clone(),
                     kind: room_kind.clone(),
                     serial,
+                    restarted,
                     inbox: inbox.clone(),
                     registry: Arc::clone(&rooms.registry),
                     events: Arc::clone(&rooms.events),
                     rooms: Arc::clone(&rooms),
                 };
+                // Any later instance of this child is a restart after its crash.
+                restarted = true;
                 Box::pin(room.run())
             }),
             stop: Box::new(move |reason| {
