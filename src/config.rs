@@ -26,7 +26,8 @@ pub struct Config {
     /// `rtcserver_sup`'s `{one_for_one, 5, 10}`; also used by rooms_sup and peers_sup.
     pub max_restarts: u32,
     pub restart_period: Duration,
-    /// How long an orderly shutdown waits for connections to close.
+    /// How long an orderly shutdown waits for connections to close; also how long a restart of
+    /// `rooms_sup` or `peers_sup` waits for the children of its previous instance to end.
     pub shutdown_grace: Duration,
     /// GETROOM draws from 1..=this (999999, as the original; smaller only to test exhaustion).
     pub max_room_number: u32,

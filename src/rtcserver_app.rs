@@ -206,6 +206,7 @@ impl Shared {
             log::warn!("{left} connections did not close within {grace:?}");
         }
         self.rooms.supervisor().shutdown_with(reason, grace).await;
+        self.rooms.close_all();
         // What the (stopped) registry process had not applied yet.
         while let Ok(msg) = self.registry.inbox().try_recv() {
             match msg {
@@ -505,6 +506,10 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
     });
     if let Some(chaos) = &shared.chaos {
         chaos.attach(Arc::downgrade(&shared));
+    }
+    // A restart of rooms_sup or peers_sup gives the old children what a shutdown gives them.
+    for sup in [shared.rooms.supervisor(), &shared.peers] {
+        sup.set_restart_grace(shared.config.shutdown_grace);
     }
     let root = crate::rtcserver_sup::start(&shared, observer).map_err(StartError::Supervisor)?;
     let _ = shared.root.set(root.clone());
