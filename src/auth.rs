@@ -51,7 +51,7 @@ impl Credentials {
 pub enum CredentialsError {
     /// The `credentials` cookie is not a JSON object with string `username` and `password`.
     MalformedCookie,
-    /// `Authorization` is there but not `Bearer <token>`.
+    /// `Authorization: Bearer` without a token.
     MalformedAuthorization,
 }
 
@@ -62,7 +62,7 @@ impl fmt::Display for CredentialsError {
                 f.write_str("the credentials cookie is not {\"username\":..,\"password\":..} JSON")
             }
             CredentialsError::MalformedAuthorization => {
-                f.write_str("the Authorization header is not \"Bearer <token>\"")
+                f.write_str("the Authorization header is \"Bearer\" without a token")
             }
         }
     }
@@ -71,19 +71,23 @@ impl fmt::Display for CredentialsError {
 impl std::error::Error for CredentialsError {}
 
 /// Reads credentials from the `Cookie` and `Authorization` header values; a bearer token wins
-/// over a cookie. The cookie may be raw JSON or percent-encoded JSON (what `encodeURIComponent`
-/// makes, the safe way to put JSON in `document.cookie`).
+/// over a cookie. Another scheme (`Basic`, from an `auth_basic` proxy in front) is not ours and
+/// is ignored, so that the cookie still counts. The cookie may be raw JSON or percent-encoded
+/// JSON (what `encodeURIComponent` makes, the safe way to put JSON in `document.cookie`).
 pub fn from_headers(
     cookie: Option<&str>,
     authorization: Option<&str>,
 ) -> Result<Credentials, CredentialsError> {
     if let Some(value) = authorization {
-        let (scheme, token) = value.trim().split_once(' ').unwrap_or((value, ""));
-        let token = token.trim();
-        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-            return Err(CredentialsError::MalformedAuthorization);
+        let value = value.trim();
+        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let token = token.trim();
+            if token.is_empty() {
+                return Err(CredentialsError::MalformedAuthorization);
+            }
+            return Ok(Credentials::Token(token.to_owned()));
         }
-        return Ok(Credentials::Token(token.to_owned()));
     }
     let Some(raw) = cookie.and_then(|c| cookie_value(c, "credentials")) else {
         return Ok(Credentials::None);
@@ -122,8 +126,7 @@ fn percent_decode(s: &str) -> Option<String> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = s.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                out.push(crate::http::hex_byte(bytes.get(i + 1..i + 3)?)?);
                 i += 3;
             }
             b => {
@@ -232,14 +235,24 @@ mod tests {
     }
 
     #[test]
-    fn a_bearer_token_wins_and_malformed_authorization_is_an_error() {
+    fn a_bearer_token_wins_other_schemes_leave_the_cookie_and_an_empty_bearer_is_an_error() {
         assert_eq!(
             from_headers(Some("credentials={}"), Some("Bearer tok-123")),
             Ok(Credentials::Token("tok-123".into()))
         );
         assert_eq!(
             from_headers(None, Some("Basic YWxpY2U6eA==")),
-            Err(CredentialsError::MalformedAuthorization)
+            Ok(Credentials::None)
+        );
+        assert_eq!(
+            from_headers(
+                Some(r#"credentials={"username":"alice","password":"s3cret"}"#),
+                Some("Basic YWxpY2U6eA==")
+            ),
+            Ok(Credentials::Password {
+                username: "alice".into(),
+                password: "s3cret".into()
+            })
         );
         assert_eq!(
             from_headers(None, Some("Bearer ")),

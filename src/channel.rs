@@ -125,6 +125,11 @@ impl<T> Receiver<T> {
         self.0.pop().map_err(|_| Closed)
     }
 
+    /// Whether nothing is queued right now.
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().items.is_empty()
+    }
+
     /// Refuses further messages; those already queued stay for `try_recv`.
     pub fn close(&self) {
         self.0.close();

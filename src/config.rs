@@ -26,7 +26,8 @@ pub struct Config {
     /// `rtcserver_sup`'s `{one_for_one, 5, 10}`; also used by rooms_sup and peers_sup.
     pub max_restarts: u32,
     pub restart_period: Duration,
-    /// How long an orderly shutdown waits for connections to close.
+    /// How long an orderly shutdown waits for connections to close; also how long a restart of
+    /// `rooms_sup` or `peers_sup` waits for the children of its previous instance to end.
     pub shutdown_grace: Duration,
     /// GETROOM draws from 1..=this (999999, as the original; smaller only to test exhaustion).
     pub max_room_number: u32,
@@ -52,6 +53,8 @@ pub struct Config {
     /// Required as `Authorization: Bearer <token>` when set; a non-loopback `admin_bind`
     /// without one is refused.
     pub admin_token: Option<crate::admin::AdminToken>,
+    /// Proxies whose `X-Forwarded-For` names the client; nobody's by default.
+    pub trusted_proxies: crate::trusted_proxies::TrustedProxies,
     /// Chaos mode: crash children at these rates.
     pub chaos: Option<crate::chaos::ChaosSpec>,
     /// The seed of chaos mode's decisions; drawn (and logged) when `None`.
@@ -82,6 +85,7 @@ impl Default for Config {
             admin_bind: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 30001)),
             admin_bind_required: false,
             admin_token: None,
+            trusted_proxies: Default::default(),
             chaos: None,
             chaos_seed: None,
         }

@@ -3,7 +3,7 @@
 //! process, in the book's stack).
 use crate::hooks::{AuthData, TerminateReason};
 use crate::http::{self, Route};
-use crate::mailbox::{Inbox, PeerMsg};
+use crate::mailbox::{Control, Delivered, Inbox};
 use crate::named_peer::NamedPeer;
 use crate::peer::{BookPeer, Command, Handler};
 use crate::registry::PeerId;
@@ -12,8 +12,9 @@ use crate::rooms_sup::NamedJoinError;
 use crate::rtcserver_app::Shared;
 use crate::socket::Socket;
 use crate::tls::Stream;
+use crate::trusted_proxies::ClientAddr;
 use async_net::TcpStream;
-use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use async_tungstenite::tungstenite::Message;
@@ -27,6 +28,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
+use supervisors::StopReason;
 
 type Ws = WebSocketStream<Stream>;
 
@@ -165,41 +167,47 @@ async fn open(
             return None;
         }
     };
-    let client = request
-        .forwarded_for
-        .clone()
-        .unwrap_or_else(|| addr.to_string());
-    match http::route(&request) {
+    let from = shared
+        .config
+        .trusted_proxies
+        .client(addr, request.header_values("x-forwarded-for"));
+    // Logs name the socket's peer too; `/tree` and events get only a parsed address.
+    let client = from.to_string();
+    // A one-shot answer is given up on a control order: a client that never reads a large
+    // file must not keep its peer process past a stop or a crash.
+    let answer = match http::route(&request) {
         Route::Reject(status, why) => {
             log::warn!(
-                "{client}: HTTP {status} for {} {}: {why}",
+                "{client}: HTTP {status} for {} {:?}: {why}",
                 request.method,
-                request.path
+                http::Shown(&request.path)
             );
-            let _ = http::respond(
-                &mut stream,
-                status,
-                "text/plain",
-                format!("{why}\n").as_bytes(),
-                false,
-            )
-            .await;
+            let body = format!("{why}\n");
+            let write = http::respond(&mut stream, status, "text/plain", body.as_bytes(), false);
+            interruptible(&inbox, write).await
         }
         Route::Static(rel) => {
             let head_only = request.method == "HEAD";
-            let _ = serve_file(&shared, &mut stream, &rel, head_only).await;
+            interruptible(&inbox, serve_file(&shared, &mut stream, &rel, head_only)).await
         }
         Route::RoomPage(name) => {
             let head_only = request.method == "HEAD";
-            let _ = if shared.rooms.named_room_exists(&name) {
-                serve_file(&shared, &mut stream, "room.html", head_only).await
-            } else {
-                http::respond(&mut stream, 404, "text/plain", b"no such room\n", head_only).await
+            // With accounts, which rooms exist is for those who authenticate: the page is the
+            // same for every name, and the socket answers 401 before it would answer 404.
+            let page = !shared.config.accounts.is_open() || shared.rooms.named_room_exists(&name);
+            let write = async {
+                if page {
+                    serve_file(&shared, &mut stream, "room.html", head_only).await
+                } else {
+                    let body = b"no such room\n";
+                    http::respond(&mut stream, 404, "text/plain", body, head_only).await
+                }
             };
+            interruptible(&inbox, write).await
         }
         Route::BookSocket => {
             let ws = upgrade(&shared, stream, request).await?;
-            shared.connected(id, &client);
+            shared.connected(id, &from.public());
             log::info!("peer {id} connected from {client}");
             let handler = BookPeer::new(
                 inbox.owner().clone(),
@@ -217,7 +225,13 @@ async fn open(
             }));
         }
         Route::RoomSocket(name) => {
-            return serve_named(shared, stream, request, name, client, inbox).await;
+            return serve_named(shared, stream, request, name, from, inbox).await;
+        }
+    };
+    if let Written::Interrupted(control) = answer {
+        stream.abort();
+        if control == Control::Crash {
+            panic!("injected crash of peer {id}");
         }
     }
     None
@@ -259,9 +273,10 @@ async fn serve_named(
     mut stream: Stream,
     request: http::Request,
     name: String,
-    client: String,
+    from: ClientAddr,
     inbox: Inbox,
 ) -> Option<Session> {
+    let client = from.to_string();
     let client = client.as_str();
     let id = inbox.owner().id();
     let hooks = Arc::clone(&shared.peer_hooks);
@@ -306,12 +321,47 @@ async fn serve_named(
         refuse(&mut stream, &request, client, 404, why).await;
         return None;
     }
-    let mut ws = upgrade(&shared, stream, request).await?;
-    shared.connected(id, client);
+    // From here on the hooks hear of every end, a crash included: `on_terminate` pairs with the
+    // `on_init` that admitted the peer.
+    let public = from.public();
+    let entered = AssertUnwindSafe(enter_named(
+        &shared, stream, request, &auth, client, &public, inbox,
+    ))
+    .catch_unwind()
+    .await;
+    match entered {
+        Ok(Ok(session)) => Some(Session::Named(session)),
+        Ok(Err(end)) => {
+            ended_named(&shared, id, client, &auth, &end);
+            None
+        }
+        Err(panic) => {
+            let end = End::Server(CloseCode::Error, "internal error".into());
+            ended_named(&shared, id, client, &auth, &end);
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
+/// An admitted named peer: the upgrade, the room's answer, the `authenticated` welcome.
+async fn enter_named(
+    shared: &Arc<Shared>,
+    stream: Stream,
+    request: http::Request,
+    auth: &AuthData,
+    client: &str,
+    public: &str,
+    inbox: Inbox,
+) -> Result<NamedSession, End> {
+    let id = inbox.owner().id();
+    let Some(mut ws) = upgrade(shared, stream, request).await else {
+        return Err(End::Closed);
+    };
+    shared.connected(id, public);
     log::info!("peer {id} connected from {client} to room {}", auth.room);
-    let end = match shared
+    match shared
         .rooms
-        .join_named(&auth.room, inbox.owner(), &auth)
+        .join_named(&auth.room, inbox.owner(), auth)
         .await
     {
         Ok((room, members)) => {
@@ -320,7 +370,7 @@ async fn serve_named(
                 auth.clone(),
                 Arc::clone(&room),
                 Arc::clone(&shared.registry),
-                Arc::clone(&hooks),
+                Arc::clone(&shared.peer_hooks),
                 Arc::clone(shared.rooms.named_hooks()),
             )
             .with_chaos(shared.chaos.clone());
@@ -329,16 +379,16 @@ async fn serve_named(
                 Some(Command::Send(frame)) => ws.send(frame).await.is_ok(),
                 _ => true,
             };
-            if welcomed {
-                return Some(Session::Named(NamedSession {
-                    shared: Arc::clone(&shared),
-                    ws,
-                    handler,
-                    inbox,
-                    client: client.to_owned(),
-                }));
+            if !welcomed {
+                return Err(End::Closed);
             }
-            End::Closed
+            Ok(NamedSession {
+                shared: Arc::clone(shared),
+                ws,
+                handler,
+                inbox,
+                client: client.to_owned(),
+            })
         }
         Err(NamedJoinError::Refused(refusal)) => {
             let error = RoomMessage::error(&refusal.0).to_text();
@@ -346,19 +396,17 @@ async fn serve_named(
             if ws.send(Message::text(error)).await.is_ok() {
                 close(&mut ws, code, &refusal.0).await;
             }
-            End::Server(code, refusal.0)
+            Err(End::Server(code, refusal.0))
         }
         Err(NamedJoinError::NoSuchRoom) => {
             close(&mut ws, CloseCode::Away, "room is gone").await;
-            End::Server(CloseCode::Away, "room is gone".into())
+            Err(End::Server(CloseCode::Away, "room is gone".into()))
         }
         Err(NamedJoinError::ShuttingDown) => {
             close(&mut ws, CloseCode::Away, "server shutting down").await;
-            End::Server(CloseCode::Away, "server shutting down".into())
+            Err(End::Server(CloseCode::Away, "server shutting down".into()))
         }
-    };
-    ended_named(&shared, id, client, &auth, &end);
-    None
+    }
 }
 
 /// A peer hook panicked before the upgrade: HTTP 500, as a crash after it closes with 1011,
@@ -383,7 +431,10 @@ async fn refuse(
     status: u16,
     why: String,
 ) {
-    log::warn!("{client}: HTTP {status} for {}: {why}", request.path);
+    log::warn!(
+        "{client}: HTTP {status} for {:?}: {why}",
+        http::Shown(&request.path)
+    );
     let body = format!("{why}\n");
     let _ = http::respond(stream, status, "text/plain", body.as_bytes(), false).await;
 }
@@ -423,7 +474,7 @@ fn is_bad_input(code: CloseCode) -> bool {
 }
 
 enum Input {
-    Info(Option<PeerMsg>),
+    Info(Option<Delivered>),
     Frame(Option<Result<Message, WsError>>),
 }
 
@@ -435,8 +486,21 @@ async fn run<H: Handler>(
     mut inbox: Inbox,
     finish: impl FnOnce(&End, &H),
 ) {
-    let end = run_loop(&mut ws, &mut handler, &mut inbox).await;
-    finish(&end, &handler);
+    let end = AssertUnwindSafe(run_loop(&mut ws, &mut handler, &mut inbox))
+        .catch_unwind()
+        .await;
+    match end {
+        Ok(end) => finish(&end, &handler),
+        Err(panic) => {
+            // A crash is an end too (the hooks' `on_terminate` hears of it as 1011); then the
+            // panic goes on to the supervisor.
+            finish(
+                &End::Server(CloseCode::Error, "internal error".into()),
+                &handler,
+            );
+            std::panic::resume_unwind(panic)
+        }
+    }
 }
 
 async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox) -> End {
@@ -469,15 +533,20 @@ async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox) ->
         .await;
         let command = match input {
             Input::Info(None) => return End::Closed,
-            Input::Info(Some(msg)) => {
+            Input::Info(Some(Delivered::Control(control))) => {
+                return obey(ws, inbox, control, Stuck::No).await
+            }
+            Input::Info(Some(Delivered::Message(msg))) => {
                 inbox.taken(&msg);
                 let command = guarded(ws, || handler.handle_info(msg)).await;
                 if let Some(Command::Send(frame)) = command {
                     // Take whatever else is already queued, then flush once.
-                    if let Err(end) = feed_batch(ws, handler, inbox, frame).await {
-                        return end;
+                    let batch = feed_batch(ws, handler, inbox, frame);
+                    match interruptible(inbox, batch).await {
+                        Written::Done(Ok(())) => continue,
+                        Written::Done(Err(end)) => return end,
+                        Written::Interrupted(c) => return obey(ws, inbox, c, Stuck::Yes).await,
                     }
-                    continue;
                 }
                 command
             }
@@ -495,19 +564,15 @@ async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox) ->
                 log::debug!("binary frame ignored");
                 None
             }
-            Input::Frame(Some(Ok(Message::Ping(_)))) => {
-                // tungstenite queued the pong; send it now rather than with the next message.
-                if ws.flush().await.is_err() {
-                    return End::Closed;
+            // tungstenite queued the pong, or the reply to the client's close: send it now, not
+            // with the next message (a `left` arriving after a close would fail on the closing
+            // socket, and the client would never see its close answered).
+            Input::Frame(Some(Ok(Message::Ping(_) | Message::Close(_)))) => {
+                match interruptible(inbox, ws.flush()).await {
+                    Written::Done(Ok(())) => None,
+                    Written::Done(Err(_)) => return End::Closed,
+                    Written::Interrupted(c) => return obey(ws, inbox, c, Stuck::Yes).await,
                 }
-                None
-            }
-            Input::Frame(Some(Ok(Message::Close(_)))) => {
-                // tungstenite queued the close reply: send it before anything else can be
-                // written (a `left` arriving now would fail on the closing socket, and the
-                // client would never see its close answered).
-                let _ = ws.flush().await;
-                None
             }
             Input::Frame(Some(Ok(_))) => None,
             Input::Frame(Some(Err(e))) => match e {
@@ -515,6 +580,11 @@ async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox) ->
                     Some(Command::Close(CloseCode::Size, "message too big"))
                 }
                 WsError::Utf8(_) => Some(Command::Close(CloseCode::Invalid, "invalid UTF-8")),
+                // A TCP connection that ends without a close frame is a lost network or a
+                // closed tab, not a protocol violation.
+                WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                    return End::Closed
+                }
                 WsError::Protocol(p) => {
                     let reason = p.to_string();
                     close(ws, CloseCode::Protocol, "protocol error").await;
@@ -525,12 +595,11 @@ async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox) ->
         };
         match command {
             None => {}
-            Some(Command::Send(frame)) => {
-                let sent = ws.send(frame).await;
-                if sent.is_err() {
-                    return End::Closed;
-                }
-            }
+            Some(Command::Send(frame)) => match interruptible(inbox, ws.send(frame)).await {
+                Written::Done(Ok(())) => {}
+                Written::Done(Err(_)) => return End::Closed,
+                Written::Interrupted(c) => return obey(ws, inbox, c, Stuck::Yes).await,
+            },
             Some(Command::Close(code, why)) => {
                 close(ws, code, why).await;
                 return End::Server(code, why.to_owned());
@@ -543,17 +612,16 @@ async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox) ->
 async fn feed_batch(
     ws: &mut Ws,
     handler: &mut impl Handler,
-    inbox: &mut Inbox,
+    inbox: &Inbox,
     first: Message,
 ) -> Result<(), End> {
     if ws.feed(first).await.is_err() {
         return Err(End::Closed);
     }
     for _ in 1..MAX_BATCH {
-        let Ok(msg) = inbox.receiver().try_recv() else {
+        let Ok(msg) = inbox.try_recv() else {
             break;
         };
-        inbox.taken(&msg);
         match guarded(ws, || handler.handle_info(msg)).await {
             Some(Command::Send(frame)) => {
                 let fed = ws.feed(frame).await;
@@ -571,6 +639,65 @@ async fn feed_batch(
     ws.flush().await.map_err(|_| End::Closed)
 }
 
+/// How a write to the socket ended.
+enum Written<T> {
+    Done(T),
+    /// A control order came first; the write is abandoned, its data still queued.
+    Interrupted(Control),
+}
+
+/// A write raced against the mailbox's control orders: a peer that stopped reading fills its
+/// socket, and the write then waits for as long as it does; overflow, stop and crash must still
+/// act.
+async fn interruptible<T>(inbox: &Inbox, write: impl Future<Output = T>) -> Written<T> {
+    let write = async { Written::Done(write.await) };
+    let control = async { Written::Interrupted(inbox.control().await) };
+    write.or(control).await
+}
+
+/// Whether the socket holds data the client is not reading.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stuck {
+    Yes,
+    No,
+}
+
+/// Carries out a control order, which ends the connection.
+async fn obey(ws: &mut Ws, inbox: &Inbox, control: Control, stuck: Stuck) -> End {
+    let id = inbox.owner().id();
+    let (code, why) = match control {
+        Control::Crash => {
+            if stuck == Stuck::Yes {
+                abort(ws);
+            } else {
+                close(ws, CloseCode::Error, "internal error").await;
+            }
+            panic!("injected crash of peer {id}");
+        }
+        Control::Overflow => {
+            let why = "outbound queue full";
+            // Past the bound: a close frame would queue behind the data the client does not
+            // read, and never arrive. The connection is reset instead.
+            if stuck == Stuck::Yes {
+                abort(ws);
+            } else {
+                close(ws, CloseCode::Policy, why).await;
+            }
+            return End::Server(CloseCode::Policy, why.into());
+        }
+        Control::Stop(StopReason::Shutdown) => (CloseCode::Away, "server shutting down"),
+        Control::Stop(StopReason::SupervisorDown) => (CloseCode::Error, "supervisor down"),
+    };
+    // Bounded: what is still unwritten gets the close's deadline to drain, then a reset.
+    close(ws, code, why).await;
+    End::Server(code, why.to_owned())
+}
+
+/// Resets the connection: no close frame, and the kernel drops what it still holds for it.
+fn abort(ws: &Ws) {
+    ws.get_ref().abort();
+}
+
 /// Runs a synchronous handler callback; a panic in it is a crash of the peer.
 async fn guarded(ws: &mut Ws, f: impl FnOnce() -> Option<Command>) -> Option<Command> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
@@ -586,17 +713,33 @@ async fn crashed(ws: &mut Ws, panic: Box<dyn std::any::Any + Send>) -> ! {
     std::panic::resume_unwind(panic)
 }
 
+/// The longest close reason a close frame carries (RFC 6455 §5.5: a control frame's payload is
+/// at most 125 bytes, two of them the code).
+pub const MAX_CLOSE_REASON: usize = 123;
+
+/// `reason` cut to [`MAX_CLOSE_REASON`] bytes, on a character boundary.
+pub fn close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_CLOSE_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
 /// Sends a close frame and waits (bounded) for the client's, so that the frame is not lost to a
-/// reset of a socket closed with unread data.
+/// reset of a socket closed with unread data. A close frame that could not even be written
+/// within the bound (the client does not read) ends in a reset.
 async fn close(ws: &mut Ws, code: CloseCode, reason: &str) {
     let frame = CloseFrame {
         code,
-        reason: reason.to_owned().into(),
+        reason: close_reason(reason).to_owned().into(),
     };
+    let mut written = false;
     let handshake = async {
         if ws.close(Some(frame)).await.is_err() {
             return;
         }
+        written = true;
         while let Some(Ok(_)) = futures_lite::StreamExt::next(ws).await {}
     };
     handshake
@@ -604,4 +747,23 @@ async fn close(ws: &mut Ws, code: CloseCode, reason: &str) {
             crate::deadline::after(Duration::from_secs(1)).await;
         })
         .await;
+    if !written {
+        abort(ws);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_reason_is_cut_on_a_character_boundary() {
+        assert_eq!(close_reason("short"), "short");
+        let exact = "x".repeat(MAX_CLOSE_REASON);
+        assert_eq!(close_reason(&exact), exact);
+        assert_eq!(close_reason(&format!("{exact}y")), exact);
+        // 'é' is 2 bytes: 61 of them are 122 bytes, the 62nd would end at 124.
+        let accents = "é".repeat(70);
+        assert_eq!(close_reason(&accents).len(), 122);
+    }
 }

@@ -7,7 +7,8 @@ use supervisors::SupervisorEvent;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// A WebSocket was opened; `client` is X-Forwarded-For or the socket's peer address.
+    /// A WebSocket was opened; `client` is the socket's peer address, or the IP address a trusted
+    /// proxy forwarded (`--trusted-proxies`).
     Connected {
         peer: PeerId,
         client: String,

@@ -139,7 +139,15 @@ pub trait PeerHooks: Send + Sync + 'static {
         Action::Forward(message)
     }
 
-    /// The peer's connection ended.
+    /// Whether [`on_send`](Self::on_send) may change or drop a message. A message is queued to
+    /// its addressees as text, serialised once; the text is parsed back for `on_send` only when
+    /// this says so. Answer false only if `on_send` is left as the default (forward unchanged).
+    fn uses_on_send(&self) -> bool {
+        true
+    }
+
+    /// The peer's connection ended, however it ended (a crash is `Server(1011, ...)`); called
+    /// once for every peer whose `on_init` admitted it.
     fn on_terminate(&self, _peer: &AuthData, _reason: &TerminateReason) {}
 }
 
@@ -176,7 +184,11 @@ pub trait RoomHooks: Send + Sync + 'static {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DefaultPeer;
 
-impl PeerHooks for DefaultPeer {}
+impl PeerHooks for DefaultPeer {
+    fn uses_on_send(&self) -> bool {
+        false
+    }
+}
 
 /// The behaviour documented in `rooms-protocol.md`.
 #[derive(Debug, Default, Clone, Copy)]

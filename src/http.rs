@@ -24,7 +24,6 @@ pub struct Request {
     pub ws_key: Option<String>,
     pub ws_version: Option<String>,
     pub connection_upgrade: bool,
-    pub forwarded_for: Option<String>,
     /// Every header, names lowercased (for the hooks; freed with the request).
     pub headers: Vec<(String, String)>,
     /// Bytes read past the head (a client may send its first frame right behind it).
@@ -102,7 +101,15 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, ReadError> {
     let has_token = |name: &str, token: &str| {
         header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     };
-    let target = req.path.unwrap_or("/");
+    let target = req.path.unwrap_or("");
+    // Only the origin form (RFC 9112 §3.2.1) names a resource here: `*`, `http://host/...`,
+    // `?x` or a bare word are not requests this server can route.
+    if !target.starts_with('/') {
+        return Err(ReadError::Malformed(format!(
+            "the request target {:?} does not start with /",
+            Shown(target)
+        )));
+    }
     let path = target.split(['?', '#']).next().unwrap_or("/").to_owned();
     Ok(Some(Request {
         method: req.method.unwrap_or("").to_owned(),
@@ -111,10 +118,6 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, ReadError> {
         ws_key: header("sec-websocket-key").map(str::to_owned),
         ws_version: header("sec-websocket-version").map(str::to_owned),
         connection_upgrade: has_token("connection", "upgrade") && has_token("upgrade", "websocket"),
-        forwarded_for: header("x-forwarded-for")
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty()),
         headers: req
             .headers
             .iter()
@@ -127,12 +130,44 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, ReadError> {
     }))
 }
 
+/// Two hex digits (`from_str_radix` alone would also take `+1`).
+pub fn hex_byte(digits: &[u8]) -> Option<u8> {
+    let digit = |b: u8| char::from(b).to_digit(16);
+    match digits {
+        [hi, lo] => u8::try_from(digit(*hi)? * 16 + digit(*lo)?).ok(),
+        _ => None,
+    }
+}
+
+/// Peer-written text for a log line: its first 64 characters, escaped.
+pub struct Shown<'a>(pub &'a str);
+
+impl fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut chars = self.0.chars();
+        let head: String = chars.by_ref().take(64).collect();
+        write!(f, "{head:?}")?;
+        if chars.next().is_some() {
+            f.write_str("...")?;
+        }
+        Ok(())
+    }
+}
+
 impl Request {
     /// The first header of this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every header of this name, in order (a list header may come in several lines).
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 }
@@ -193,7 +228,7 @@ pub fn route(req: &Request) -> Route {
             Some(rel) if safe_relative(rel) => Route::Static(rel.to_owned()),
             Some(_) => Route::Reject(404, "not found"),
             None => {
-                let name = &p[1..];
+                let name = p.strip_prefix('/').unwrap_or(p);
                 let name = name.strip_suffix('/').unwrap_or(name);
                 if valid_room_name(name) {
                     Route::RoomPage(name.to_owned())
@@ -215,11 +250,12 @@ pub fn valid_room_name(name: &str) -> bool {
 
 /// RFC 6455 §4.1: the key is 16 random bytes, base64-encoded (24 characters).
 fn valid_ws_key(key: &str) -> bool {
-    key.len() == 24
-        && key.ends_with("==")
-        && key[..22]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    key.strip_suffix("==").is_some_and(|nonce| {
+        nonce.len() == 22
+            && nonce
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    })
 }
 
 /// No `..`, no absolute paths, only plain file-name characters.
@@ -310,7 +346,7 @@ mod tests {
     fn an_upgrade_request_is_parsed_and_routed() {
         let r = req(UPGRADE);
         assert_eq!(r.path, "/signaling");
-        assert_eq!(r.forwarded_for.as_deref(), Some("10.1.2.3"));
+        assert_eq!(r.header("x-forwarded-for"), Some("10.1.2.3, 10.0.0.1"));
         assert_eq!(r.rest, b"XYZ");
         assert_eq!(route(&r), Route::BookSocket);
     }
@@ -381,6 +417,28 @@ mod tests {
         }
         let r = req(&UPGRADE.replace("Host: a", "Host: a\r\nCookie: x=1"));
         assert_eq!(r.header("COOKIE"), Some("x=1"));
+    }
+
+    #[test]
+    fn a_target_that_is_not_a_path_is_malformed() {
+        for line in ["GET ?x", "GET #x", "GET *", "GET http://h/", "GET \u{e9}"] {
+            let text = format!("{line} HTTP/1.1\r\n\r\n");
+            assert!(
+                matches!(parse_head(text.as_bytes()), Err(ReadError::Malformed(_))),
+                "{line}"
+            );
+        }
+        let long = format!("GET {} HTTP/1.1\r\n\r\n", "x".repeat(200));
+        let Err(e) = parse_head(long.as_bytes()) else {
+            panic!("accepted");
+        };
+        assert!(e.to_string().len() < 150, "{e}");
+        assert_eq!(
+            format!("{:?}", Shown("/a\u{202e}b<i>")),
+            "\"/a\\u{202e}b<i>\""
+        );
+        assert_eq!(hex_byte(b"e9"), Some(0xe9));
+        assert_eq!(hex_byte(b"+1"), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //!
 //! And the pieces without a process: [`book_protocol`] and [`rooms_protocol`] (the wire
 //! formats, no I/O), [`auth`] (credentials, checked before the upgrade), [`http`]
-//! (upgrade and static files), [`mailbox`] (a peer's bounded inbox), [`channel`] (a room's), [`events`], [`config`].
+//! (upgrade and static files), [`mailbox`] (a peer's bounded inbox), [`trusted_proxies`] (who a client is behind a proxy), [`channel`] (a room's), [`events`], [`config`].
 //!
 //! Fault injection and introspection: [`admin`] (the admin API and observer page, on a listener
 //! of its own), [`metrics`] (Prometheus counters), [`chaos`] (seeded random crashes).
@@ -49,6 +49,7 @@ pub mod rtcserver_app;
 pub mod rtcserver_sup;
 pub mod socket;
 pub mod tls;
+pub mod trusted_proxies;
 
 pub use config::Config;
 pub use events::Event;

@@ -70,6 +70,11 @@ struct Cli {
     /// Serve only TLS: no plain port.
     #[arg(long, requires = "tls_cert")]
     tls_only: bool,
+    /// Proxies whose X-Forwarded-For names the client (e.g. 127.0.0.1/32,10.0.0.0/8); the
+    /// rightmost address they did not add is taken [default: none, the socket's peer is the
+    /// client].
+    #[arg(long, value_name = "CIDR,...")]
+    trusted_proxies: Option<rtcserver::trusted_proxies::TrustedProxies>,
     #[command(flatten)]
     admin: rtcserver::admin::cli::AdminArgs,
 }
@@ -154,6 +159,9 @@ fn main() -> ExitCode {
     }
     config.tls_port = cli.tls_port;
     config.tls_only = cli.tls_only;
+    if let Some(proxies) = cli.trusted_proxies {
+        config.trusted_proxies = proxies;
+    }
     if cli.no_auto_rooms {
         config.auto_rooms = false;
     }

@@ -8,11 +8,9 @@ use crate::mailbox::{PeerMsg, PeerRef};
 use crate::peer::{Command, Handler};
 use crate::registry::{PeerId, Registry, RoomKey};
 use crate::rooms_protocol::{self, description, RoomMessage, To};
-use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::Message;
 use std::collections::HashSet;
 use std::sync::Arc;
-use supervisors::StopReason;
 
 pub struct NamedPeer {
     me: PeerRef,
@@ -81,16 +79,16 @@ impl NamedPeer {
         };
         // The server's `from`, whatever a client or a hook put there.
         message.from = Some(self.me.id().to_string());
-        // About the size on the wire, for the receivers' queue limits.
-        let bytes = text.len() + 32;
         if let Some(chaos) = &self.chaos {
             chaos.on_relay(&self.key, self.me.id());
         }
-        match message.to.clone().unwrap_or(To::All) {
+        // Serialised once, shared by every addressee's queue.
+        let shared = message.to_shared_text();
+        match message.to.unwrap_or(To::All) {
             To::All => {
                 self.registry
                     .for_each_other(&self.key, self.me.id(), |other| {
-                        other.deliver(message.clone(), bytes);
+                        other.deliver(&shared);
                     });
                 None
             }
@@ -98,7 +96,7 @@ impl NamedPeer {
                 let wanted: HashSet<PeerId> = ids.iter().filter_map(|id| id.parse().ok()).collect();
                 let found = self.registry.find(&self.key, &wanted);
                 for peer in &found {
-                    peer.deliver(message.clone(), bytes);
+                    peer.deliver(&shared);
                 }
                 let unknown = unreached(ids, &found);
                 if unknown.is_empty() {
@@ -132,17 +130,23 @@ impl Handler for NamedPeer {
 
     fn handle_info(&mut self, msg: PeerMsg) -> Option<Command> {
         match msg {
-            PeerMsg::Event(message, _) => self.outgoing(*message),
+            PeerMsg::Event(text) if self.peer_hooks.uses_on_send() => {
+                match rooms_protocol::parse_sent(text.as_str()) {
+                    Ok(message) => self.outgoing(message),
+                    // The server wrote this text itself: unreadable would be our bug, not the
+                    // peer's; it still gets the message as written.
+                    Err(e) => {
+                        log::error!(
+                            "peer {}: a queued message does not read back: {e}",
+                            self.me.id()
+                        );
+                        Some(Command::Send(Message::Text(text)))
+                    }
+                }
+            }
+            PeerMsg::Event(text) => Some(Command::Send(Message::Text(text))),
             // Nothing relays raw frames to a named peer; pass one on should that change.
-            PeerMsg::Relay(frame) => Some(Command::Send(frame)),
-            PeerMsg::Overflow => Some(Command::Close(CloseCode::Policy, "outbound queue full")),
-            PeerMsg::Crash => panic!("injected crash of peer {}", self.me.id()),
-            PeerMsg::Stop(StopReason::Shutdown) => {
-                Some(Command::Close(CloseCode::Away, "server shutting down"))
-            }
-            PeerMsg::Stop(StopReason::SupervisorDown) => {
-                Some(Command::Close(CloseCode::Error, "supervisor down"))
-            }
+            PeerMsg::Relay(text) => Some(Command::Send(Message::Text(text))),
         }
     }
 }

@@ -12,7 +12,6 @@ use crate::rooms_sup::{CreateError, Rooms};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::Message;
 use std::sync::Arc;
-use supervisors::StopReason;
 
 /// What the connection loop does for the handler.
 #[derive(Debug, PartialEq)]
@@ -117,10 +116,13 @@ impl Handler for BookPeer {
                 }
             }
             Ok(ClientMessage::Relay) => {
+                let Message::Text(text) = &frame else {
+                    return None;
+                };
                 match &self.room {
                     Some(room) => {
                         self.registry.for_each_other(room, self.me.id(), |other| {
-                            other.relay(frame.clone());
+                            other.relay(text);
                         });
                         if let Some(chaos) = &self.chaos {
                             chaos.on_relay(room, self.me.id());
@@ -135,17 +137,8 @@ impl Handler for BookPeer {
 
     fn handle_info(&mut self, msg: PeerMsg) -> Option<Command> {
         match msg {
-            PeerMsg::Relay(frame) => Some(Command::Send(frame)),
             // Book peers only get frames; a named-rooms message is passed on as its text.
-            PeerMsg::Event(message, _) => Some(Command::Send(Message::text(message.to_text()))),
-            PeerMsg::Overflow => Some(Command::Close(CloseCode::Policy, "outbound queue full")),
-            PeerMsg::Crash => panic!("injected crash of peer {}", self.me.id()),
-            PeerMsg::Stop(StopReason::Shutdown) => {
-                Some(Command::Close(CloseCode::Away, "server shutting down"))
-            }
-            PeerMsg::Stop(StopReason::SupervisorDown) => {
-                Some(Command::Close(CloseCode::Error, "supervisor down"))
-            }
+            PeerMsg::Relay(text) | PeerMsg::Event(text) => Some(Command::Send(Message::Text(text))),
         }
     }
 }

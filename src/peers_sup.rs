@@ -2,7 +2,7 @@
 //!
 //! A peer is never restarted (its socket dies with it). When it ends, for any reason, its
 //! supervisor tells the registry (`down`), which drops the peer's keys: gproc's monitor.
-use crate::mailbox::PeerMsg;
+use crate::mailbox::Control;
 use crate::rtcserver_app::Shared;
 use async_net::TcpStream;
 use std::net::SocketAddr;
@@ -27,7 +27,7 @@ pub(crate) fn start_peer(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAd
             None => Box::pin(async {}),
         }),
         stop: Box::new(move |reason| {
-            stop_peer.send(PeerMsg::Stop(reason));
+            stop_peer.control(Control::Stop(reason));
         }),
         on_exit: Some(Box::new(move |_exit, _restarting| down.peer_down(id))),
     });

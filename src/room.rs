@@ -4,7 +4,8 @@
 //! "exactly one participant" check. Here every join of a room goes through its mailbox, so the
 //! check-and-register is atomic. Membership itself lives in the registry, not here: a room that
 //! crashes is restarted with the same mailbox and the same members, and relaying (peer to peer,
-//! through the registry, as `reply2peer`) never stops.
+//! through the registry, as `reply2peer`) never stops. When `rooms_sup` itself restarts, its next
+//! instance takes over every room's mailbox the same way: what was queued is served, in order.
 use crate::announced::Announced;
 use crate::events::{Event, Events};
 use crate::hooks::{AuthData, Refusal, RoomContext, RoomHooks};
@@ -31,12 +32,12 @@ pub enum RoomMsg {
         reply: async_channel::Sender<Result<Vec<PeerId>, NamedRefusal>>,
     },
     /// A peer was removed from the registry under this room's key.
-    Leave {
-        peer: PeerId,
-    },
+    Leave { peer: PeerId },
     /// Injected fault: the room panics.
     Crash,
-    Stop(StopReason),
+    /// From `rooms_sup`, for the process serving the table entry `serial` (a process that took
+    /// over the mailbox since ignores it).
+    Stop { serial: u64, reason: StopReason },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,8 @@ pub(crate) struct Room {
     pub kind: RoomKind,
     /// Which instance of the room table entry this process serves.
     pub serial: u64,
+    /// Started again (after its crash, or by a restarted `rooms_sup`), not for the first time.
+    pub restarted: bool,
     pub inbox: crate::channel::Receiver<RoomMsg>,
     pub registry: Arc<Registry>,
     pub events: Arc<Events>,
@@ -94,6 +97,12 @@ impl Room {
                     self.key
                 );
             }
+        }
+        // Started again with nobody in it and nothing asked of it (its last member's leave was
+        // what crashed it, say): nothing would ever stop it.
+        if self.restarted && self.is_idle() && self.inbox.is_empty() {
+            self.stop();
+            return;
         }
         let mut announced = Announced::new(self.registry.registered(&self.key));
         while let Ok(msg) = self.inbox.recv().await {
@@ -141,10 +150,22 @@ impl Room {
                     }
                 }
                 RoomMsg::Crash => panic!("injected crash of room {}", self.key),
-                RoomMsg::Stop(_) => {
+                RoomMsg::Stop { serial, .. } if serial != self.serial => {}
+                // rooms_sup restarts: its next instance takes over this mailbox, with what is
+                // queued behind this message, and the table entry.
+                RoomMsg::Stop {
+                    reason: StopReason::SupervisorDown,
+                    ..
+                } if self.rooms.supervisor().is_accepting() => return,
+                RoomMsg::Stop { .. } => {
                     self.stop();
                     return;
                 }
+            }
+            if !self.rooms.is_served_by(&self.key, self.serial) {
+                // This process outlived a restart of rooms_sup past its grace (a blocking hook)
+                // and another one serves the mailbox now: two would break the atomic joins.
+                return;
             }
         }
     }
@@ -161,6 +182,15 @@ impl Room {
             }
             _ => Err(JoinRefused::NotJoinable),
         }
+    }
+
+    /// Started on demand and without a live member: such a room has no reason to run.
+    fn is_idle(&self) -> bool {
+        let configured = match &self.kind {
+            RoomKind::Named(named) => named.context.configured,
+            RoomKind::Book => false,
+        };
+        !configured && self.registry.count(&self.key) == 0
     }
 
     fn members(&self) -> Vec<PeerId> {
@@ -188,10 +218,9 @@ impl Room {
             return Err(Refusal::new("peer_gone"));
         }
         announced.joined(peer.id());
-        let joined = RoomMessage::joined(peer.id());
-        let bytes = joined.to_text().len();
+        let joined = RoomMessage::joined(peer.id()).to_shared_text();
         self.registry.for_each_other(&self.key, peer.id(), |other| {
-            other.deliver(joined.clone(), bytes);
+            other.deliver(&joined);
         });
         self.events.publish(Event::Joined {
             room: self.key.clone(),
@@ -219,10 +248,9 @@ impl Room {
     }
 
     fn left(&self, named: &NamedRoom, peer: PeerId) {
-        let left = RoomMessage::left(peer);
-        let bytes = left.to_text().len();
+        let left = RoomMessage::left(peer).to_shared_text();
         self.registry.for_each_other(&self.key, peer, |other| {
-            other.deliver(left.clone(), bytes);
+            other.deliver(&left);
         });
         named.hooks.on_leave(&named.context, peer);
     }
@@ -230,7 +258,11 @@ impl Room {
     /// Leaves the room table (its number may be handed out again) and refuses what is still
     /// queued: a join that raced with the last leave finds an empty room.
     fn stop(&self) {
-        self.rooms.forget(&self.key, self.serial);
+        if !self.rooms.forget(&self.key, self.serial) {
+            // Another process serves the mailbox now (this one outlived a restart of rooms_sup),
+            // or the table was cleared at shutdown: the mailbox is not this process's to close.
+            return;
+        }
         self.inbox.close();
         while let Ok(msg) = self.inbox.try_recv() {
             match msg {

@@ -1,8 +1,10 @@
 //! `rooms_sup`: the table of live rooms and the supervisor of their processes.
 //!
 //! A room is a transient child: restarted after a crash (same mailbox, same members: they are in
-//! the registry), not after it empties and stops. If `rooms_sup` itself goes down, its rooms go
-//! with it (OTP links them) and its next instance starts one room per key still in the registry.
+//! the registry), not after it empties and stops. If `rooms_sup` itself goes down, its rooms' processes
+//! go with it (OTP links them) but their table entries and mailboxes stay: its next instance
+//! starts a process per entry on the same mailbox, which serves what was queued meanwhile, so a
+//! restart of `rooms_sup` is invisible to clients (no join refused, no `left` lost).
 use crate::book_protocol::MAX_ROOM;
 use crate::events::{Event, Events};
 use crate::hooks::{AuthData, Refusal, RoomContext, RoomHooks};
@@ -16,12 +18,17 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use supervisors::{ChildKind, ChildSpec, DynamicSupervisor, StartChildError};
+use supervisors::{ChildKey, ChildKind, ChildSpec, DynamicSupervisor, StartChildError};
 
 struct RoomEntry {
     mailbox: crate::channel::Sender<RoomMsg>,
+    /// Kept so that a process started by a restarted `rooms_sup` takes over what is queued.
+    inbox: crate::channel::Receiver<RoomMsg>,
+    /// Changes when a new process takes the entry over: which process serves it.
     serial: u64,
     kind: RoomKind,
+    /// The process's child in `rooms_sup` (None only while it is being started).
+    child: Option<ChildKey>,
 }
 
 /// How named rooms come to be.
@@ -335,29 +342,61 @@ impl Rooms {
         keys
     }
 
-    /// Called by a room that stops: drops its entry if it is still the one it served.
-    pub(crate) fn forget(&self, key: &RoomKey, serial: u64) {
+    /// Called by a room that stops: drops its entry if it is still the one it served (true).
+    pub(crate) fn forget(&self, key: &RoomKey, serial: u64) -> bool {
         let mut table = lock(&self.table);
-        if table.get(key).is_some_and(|e| e.serial == serial) {
+        let served = table.get(key).is_some_and(|e| e.serial == serial);
+        if served {
             table.remove(key);
+        }
+        served
+    }
+
+    /// Whether the process with `serial` still serves the room `key`.
+    pub(crate) fn is_served_by(&self, key: &RoomKey, serial: u64) -> bool {
+        lock(&self.table)
+            .get(key)
+            .is_some_and(|e| e.serial == serial)
+    }
+
+    /// After the final shutdown of `rooms_sup`: what no process serves any more (a room left to
+    /// a restart that the shutdown overtook) is dropped, its queued joins refused.
+    pub(crate) fn close_all(&self) {
+        let entries: Vec<(RoomKey, RoomEntry)> = lock(&self.table).drain().collect();
+        for (key, entry) in entries {
+            entry.inbox.close();
+            // Dropping a join's reply refuses it.
+            while entry.inbox.try_recv().is_ok() {}
+            self.events.publish(Event::RoomStopped { room: key });
         }
     }
 
-    /// After a restart of `rooms_sup`: one fresh room per key that still has live members.
+    /// After a restart of `rooms_sup`: every room in the table gets a process again, on its own
+    /// mailbox (what was queued while it had none is served in order), and a key that has live
+    /// members but no room (none is expected) gets a fresh one.
     fn rebuild(self: &Arc<Self>) {
         let mut table = lock(&self.table);
-        let kinds: HashMap<RoomKey, RoomKind> = table
-            .drain()
-            .map(|(key, entry)| (key, entry.kind))
+        let unserved: Vec<RoomKey> = table
+            .iter()
+            .filter(|(_, e)| !e.child.is_some_and(|c| self.sup.is_current(c)))
+            .map(|(key, _)| key.clone())
             .collect();
+        for key in unserved {
+            let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+            if let Some(entry) = table.get_mut(&key) {
+                entry.serial = serial;
+            }
+            if let Err(e) = self.spawn_room(&mut table, &key, true) {
+                log::warn!("rooms_sup: could not restart room {key}: {e}");
+            }
+        }
         for key in self.registry.keys() {
-            if self.registry.count(&key) == 0 {
+            if table.contains_key(&key) || self.registry.count(&key) == 0 {
                 continue;
             }
-            let kind = match (kinds.get(&key), &key) {
-                (Some(kind), _) => kind.clone(),
-                (None, RoomKey::Book(_)) => RoomKind::Book,
-                (None, RoomKey::Named(name)) => match self.named_context(name) {
+            let kind = match &key {
+                RoomKey::Book(_) => RoomKind::Book,
+                RoomKey::Named(name) => match self.named_context(name) {
                     Some(context) => RoomKind::Named(NamedRoom {
                         context,
                         hooks: Arc::clone(&self.named.hooks),
@@ -381,24 +420,47 @@ impl Rooms {
     ) -> Result<(), StartChildError> {
         let (mailbox, inbox) = crate::channel::unbounded();
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
-        let rooms = Arc::clone(self);
-        let stop_mailbox = mailbox.clone();
-        let room_key = key.clone();
         // In the table before the process exists, so that it always finds its own entry.
-        let child_kind = match &kind {
-            RoomKind::Named(named) if named.context.configured => ChildKind::Permanent,
-            _ => ChildKind::Transient,
-        };
-        let room_kind = kind.clone();
         table.insert(
             key.clone(),
             RoomEntry {
                 mailbox,
+                inbox,
                 serial,
                 kind,
+                child: None,
             },
         );
-        let started = self.sup.start_child(ChildSpec {
+        if let Err(e) = self.spawn_room(table, &key, false) {
+            table.remove(&key);
+            return Err(e);
+        }
+        self.events.publish(Event::RoomStarted { room: key });
+        Ok(())
+    }
+
+    /// Starts a process serving the table entry of `key`, as it is now (its serial, mailbox).
+    fn spawn_room(
+        self: &Arc<Self>,
+        table: &mut HashMap<RoomKey, RoomEntry>,
+        key: &RoomKey,
+        restarted: bool,
+    ) -> Result<(), StartChildError> {
+        let Some(entry) = table.get_mut(key) else {
+            return Ok(());
+        };
+        let serial = entry.serial;
+        let inbox = entry.inbox.clone();
+        let stop_mailbox = entry.mailbox.clone();
+        let room_kind = entry.kind.clone();
+        let child_kind = match &entry.kind {
+            RoomKind::Named(named) if named.context.configured => ChildKind::Permanent,
+            _ => ChildKind::Transient,
+        };
+        let rooms = Arc::clone(self);
+        let room_key = key.clone();
+        let mut restarted = restarted;
+        let child = self.sup.start_child(ChildSpec {
             id: key.child_id(),
             kind: child_kind,
             start: Box::new(move || {
@@ -406,23 +468,22 @@ impl Rooms {
                     key: room_key.clone(),
                     kind: room_kind.clone(),
                     serial,
+                    restarted,
                     inbox: inbox.clone(),
                     registry: Arc::clone(&rooms.registry),
                     events: Arc::clone(&rooms.events),
                     rooms: Arc::clone(&rooms),
                 };
+                // Any later instance of this child is a restart after its crash.
+                restarted = true;
                 Box::pin(room.run())
             }),
             stop: Box::new(move |reason| {
-                let _ = stop_mailbox.try_send(RoomMsg::Stop(reason));
+                let _ = stop_mailbox.try_send(RoomMsg::Stop { serial, reason });
             }),
             on_exit: None,
-        });
-        if let Err(e) = started {
-            table.remove(&key);
-            return Err(e);
-        }
-        self.events.publish(Event::RoomStarted { room: key });
+        })?;
+        entry.child = Some(child);
         Ok(())
     }
 }

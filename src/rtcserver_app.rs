@@ -4,7 +4,7 @@ use crate::connection::End;
 use crate::events::{Event, Events};
 use crate::hooks::{DefaultPeer, DefaultRoom, PeerHooks, RoomHooks};
 use crate::listener::ListenerMsg;
-use crate::mailbox::{Inbox, Mailbox, PeerMsg, PeerRef};
+use crate::mailbox::{Control, Inbox, Mailbox, PeerRef};
 use crate::registry::{PeerId, Registry, RegistryMsg, RoomKey};
 use crate::rooms_sup::{NamedRooms, Rooms};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -206,6 +206,7 @@ impl Shared {
             log::warn!("{left} connections did not close within {grace:?}");
         }
         self.rooms.supervisor().shutdown_with(reason, grace).await;
+        self.rooms.close_all();
         // What the (stopped) registry process had not applied yet.
         while let Ok(msg) = self.registry.inbox().try_recv() {
             match msg {
@@ -509,6 +510,10 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
     if let Some(chaos) = &shared.chaos {
         chaos.attach(Arc::downgrade(&shared));
     }
+    // A restart of rooms_sup or peers_sup gives the old children what a shutdown gives them.
+    for sup in [shared.rooms.supervisor(), &shared.peers] {
+        sup.set_restart_grace(shared.config.shutdown_grace);
+    }
     let root = crate::rtcserver_sup::start(&shared, observer).map_err(StartError::Supervisor)?;
     let _ = shared.root.set(root.clone());
     shared.rooms.start_configured();
@@ -670,7 +675,7 @@ impl ServerHandle {
             CrashTarget::Peer(id) => {
                 let sent = lock(&s.directory)
                     .get(id)
-                    .is_some_and(|c| c.peer.send(PeerMsg::Crash));
+                    .is_some_and(|c| c.peer.control(Control::Crash));
                 if !sent {
                     return Err(CrashError::NoSuchPeer(*id));
                 }

@@ -53,6 +53,15 @@ impl Socket {
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.io.get_ref().peer_addr()
     }
+
+    /// Ends the connection with a reset once the socket is closed: what the kernel still holds
+    /// for a client that does not read is dropped, not sent. Reads and writes end at once.
+    pub fn abort(&self) {
+        let tcp = self.io.get_ref();
+        // Both may fail only on a socket that is already gone, which is what we want.
+        let _ = socket2::SockRef::from(tcp).set_linger(Some(std::time::Duration::ZERO));
+        let _ = tcp.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 impl From<async_net::TcpStream> for Socket {

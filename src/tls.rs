@@ -77,6 +77,16 @@ pub enum Stream {
     Tls(Box<TlsStream<Socket>>),
 }
 
+impl Stream {
+    /// Resets the connection (see [`Socket::abort`]).
+    pub fn abort(&self) {
+        match self {
+            Stream::Plain(s) => s.abort(),
+            Stream::Tls(s) => s.get_ref().0.abort(),
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -268,6 +268,51 @@ fn six_room_crashes_over_http_within_10s_escalate_to_rooms_sup() {
     });
 }
 
+/// README, "Testing your client against crashes": a restarted supervisor starts with a clean
+/// restart history, as in OTP. Room crashes one after the other (each once the room runs again):
+/// the 6th restarts rooms_sup, then five more are taken by the fresh rooms_sup (they used to
+/// escalate one by one, and the 11th stopped the server), and the 12th restarts it again.
+#[test]
+fn a_restarted_rooms_sup_starts_with_a_clean_restart_history() {
+    run(async {
+        let s = server();
+        let (mut a, mut b, room) = pair(&s).await;
+        let child_id = format!("room:{room}");
+        s.event("the room's first start", |e| {
+            matches!(e, Event::Supervision(SupervisorEvent::Started { child, .. }) if *child == child_id)
+        })
+        .await;
+        for crash_number in 1..=12 {
+            let reply = post(admin(&s), "/crash", &format!("target=room:{room}")).await;
+            assert_eq!(reply.status, 200, "crash {crash_number}: {reply:?}");
+            // The next crash must find the room running again: restarted by rooms_sup, or
+            // started by a restarted rooms_sup.
+            s.event("the room running again", |e| match e {
+                Event::Supervision(SupervisorEvent::Restarted { child, .. }) => *child == child_id,
+                Event::Supervision(SupervisorEvent::Started { child, .. }) => *child == child_id,
+                _ => false,
+            })
+            .await;
+            let tree = get(admin(&s), "/tree").await.json();
+            assert_eq!(
+                node(&tree, &[])["status"],
+                "running",
+                "crash {crash_number}"
+            );
+            assert_eq!(
+                node(&tree, &["rooms_sup"])["restarts"],
+                crash_number / 6,
+                "rooms_sup restarts after room crash {crash_number}"
+            );
+        }
+        a.send(r#"{"type":"survived"}"#).await;
+        assert_eq!(b.recv_text().await, r#"{"type":"survived"}"#);
+        a.close().await;
+        b.close().await;
+        s.assert_clean().await;
+    });
+}
+
 #[test]
 fn six_listener_crashes_over_http_stop_the_binary_non_zero_with_a_clear_log_line() {
     let mut bin = Binary::start(&[

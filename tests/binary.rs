@@ -114,3 +114,63 @@ fn the_rooms_file_sets_rooms_and_accounts() {
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The CPUs in a `Cpus_allowed_list` line of `/proc/.../status` ("0-3,6").
+fn cpu_list(status: &str) -> Vec<u32> {
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or_else(|| panic!("no Cpus_allowed_list in {status}"))
+        .trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        let (first, last): (u32, u32) = (
+            first.parse().expect("a CPU number"),
+            last.parse().expect("a CPU number"),
+        );
+        cpus.extend(first..=last);
+    }
+    cpus
+}
+
+/// README, "The supervision tree": peers and rooms run on one scheduler thread per CPU the
+/// process may use, none of them pinned. The scheduler is started by the first connection, from
+/// one of bastion's threads (each pinned to one CPU); it used to take that thread's single CPU.
+#[test]
+fn the_scheduler_has_one_unpinned_thread_per_cpu_of_the_process() {
+    let (mut server, _lines, addr) = spawn(&["--admin-bind", "127.0.0.1:0"]);
+    let pid = server.id();
+    let proc_dir = format!("/proc/{pid}");
+    let process_cpus = cpu_list(
+        &std::fs::read_to_string(format!("{proc_dir}/status")).expect("the process's status"),
+    );
+    run(async {
+        // The first peer starts the scheduler.
+        let mut a = Client::connect(addr, "/").await;
+        a.get_room().await;
+        a.close().await;
+    });
+    let mut schedulers = Vec::new();
+    for task in std::fs::read_dir(format!("{proc_dir}/task")).expect("the process's threads") {
+        let task = task.expect("a thread").path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if name.trim().starts_with("scheduler-") {
+            let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+            schedulers.push((name.trim().to_owned(), cpu_list(&status)));
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(
+        schedulers.len(),
+        process_cpus.len(),
+        "one scheduler thread per CPU of the process {process_cpus:?}: {schedulers:?}"
+    );
+    for (name, cpus) in &schedulers {
+        assert_eq!(
+            cpus, &process_cpus,
+            "{name} may run on every CPU of the process"
+        );
+    }
+}

@@ -233,9 +233,11 @@ fn the_signaling_path_is_the_same_endpoint() {
 }
 
 #[test]
-fn x_forwarded_for_names_the_client() {
+fn x_forwarded_for_names_the_client_behind_trusted_proxies() {
     run(async {
-        let s = server();
+        let s = server_with(|c| {
+            c.trusted_proxies = "127.0.0.1/32,10.0.0.0/8".parse().expect("blocks");
+        });
         let a = Client::connect_with(
             s.addr(),
             "/",

@@ -443,6 +443,55 @@ fn a_crashed_room_keeps_its_members_connected_with_the_same_ids() {
     });
 }
 
+/// A room whose `on_leave` always panics.
+struct PanickyLeave;
+
+impl RoomHooks for PanickyLeave {
+    fn on_leave(&self, _room: &RoomContext, peer: PeerId) {
+        panic!("on_leave of {peer} panics");
+    }
+}
+
+/// README, "Named rooms": a room started on demand stops when its last peer leaves, even when
+/// `on_leave` panics: the room restarts with no live member and stops (it used to live on,
+/// empty, for ever). A member that leaves a room that still has others only costs a restart.
+#[test]
+fn an_on_demand_room_whose_on_leave_panics_still_stops_when_emptied() {
+    run(async {
+        let server = start(
+            Config {
+                default_max_peers: 3,
+                ..Config::ephemeral()
+            },
+            |s| s.room_hooks(PanickyLeave),
+        );
+        let key = RoomKey::Named("fragile".into());
+        let mut a = RoomPeer::join(&server, "fragile").await;
+        let b = RoomPeer::join(&server, "fragile").await;
+        a.expect_event("joined").await;
+        b.client.close().await;
+        assert_eq!(a.expect_event("left").await["peer_id"], b.id.as_str());
+        server
+            .event("the room's restart after on_leave's panic", |e| {
+                matches!(e, Event::Supervision(supervisors::SupervisorEvent::Restarted { child, .. }) if child == "named:fragile")
+            })
+            .await;
+        assert_eq!(server.handle.stats().rooms, 1, "a is still in it");
+        a.client.close().await;
+        server
+            .event(
+                "the emptied room to stop",
+                |e| matches!(e, Event::RoomStopped { room } if *room == key),
+            )
+            .await;
+        // The name is free for a new room.
+        let c = RoomPeer::join(&server, "fragile").await;
+        assert!(c.found.is_empty());
+        c.client.close().await;
+        server.assert_clean().await;
+    });
+}
+
 /// Drops "spam", stamps what it forwards, and refuses peers named "mallory".
 struct Moderated;
 

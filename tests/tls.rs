@@ -181,3 +181,28 @@ fn tls_only_has_no_plain_port_and_bad_files_stop_the_start() {
         assert!(error.to_string().contains("missing.pem"), "{error}");
     });
 }
+
+/// README "Named rooms: `/socket/<room>`" (a target that is not a path is 400), on the TLS port
+/// (issue 14, item 7): an answer, not a crash of the connection's process.
+#[test]
+fn a_target_that_is_not_a_path_is_400_over_https() {
+    run(async {
+        let cert = Certificate::new("odd-target");
+        let server = server_with(|c| c.tls = Some(cert.files()));
+        let tls_addr = server.handle.tls_addr().expect("a TLS port");
+        for line in ["GET \u{e9} HTTP/1.1", "GET ?x HTTP/1.1", "GET #x HTTP/1.1"] {
+            let mut https = cert.tls(tls_addr).await;
+            https
+                .write_all(format!("{line}\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            within(WAIT, "the answer", https.read_to_end(&mut answer))
+                .await
+                .unwrap();
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(answer.starts_with("HTTP/1.1 400 "), "{line}: {answer:.80}");
+        }
+        server.assert_clean().await;
+    });
+}

@@ -4,7 +4,9 @@
 //! host: a web page the user has open elsewhere can reach 127.0.0.1 too, through the browser, so
 //! a request whose `Host` is another name (DNS rebinding) or whose `Origin` is another site is
 //! refused. With a token, every request must carry it as `Authorization: Bearer <token>`,
-//! loopback included (behind a proxy on the same host, every client looks like loopback).
+//! loopback included (behind a proxy on the same host, every client looks like loopback),
+//! except the observer page itself: a browser's navigation cannot send the header, and the page
+//! holds no data (it asks for the token and sends it with each of its requests).
 use super::request::Request;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -64,6 +66,7 @@ pub fn is_allowed(peer: SocketAddr, request: &Request, token: Option<&AdminToken
         }
     }
     match token {
+        Some(_) if super::routes::is_page(request) => Access::Allowed,
         Some(token) => {
             let given = request.header("authorization").and_then(|v| {
                 let (scheme, value) = v.split_once(' ')?;
@@ -192,6 +195,42 @@ mod tests {
                 Access::Allowed
             );
         }
+    }
+
+    #[test]
+    fn with_a_token_the_page_needs_none_but_keeps_the_origin_check() {
+        let token: AdminToken = "s3cret".parse().unwrap();
+        let token = Some(&token);
+        let page = |line: &str, headers: &str| {
+            let text = format!("{line} HTTP/1.1\r\nHost: h\r\n{headers}\r\n");
+            parse_head(text.as_bytes()).unwrap().unwrap().0
+        };
+        for line in ["GET /", "HEAD /", "GET /observer.html", "GET /?x=1"] {
+            assert_eq!(
+                is_allowed(addr(REMOTE), &page(line, ""), token),
+                Access::Allowed,
+                "{line}"
+            );
+        }
+        for line in ["GET /tree", "GET /events", "POST /", "GET /nope"] {
+            assert_eq!(
+                is_allowed(addr(REMOTE), &page(line, ""), token),
+                Access::Unauthorized,
+                "{line}"
+            );
+        }
+        assert!(matches!(
+            is_allowed(
+                addr(REMOTE),
+                &page("GET /", "Origin: https://evil\r\n"),
+                token
+            ),
+            Access::Forbidden(_)
+        ));
+        assert!(matches!(
+            is_allowed(addr(REMOTE), &page("GET /", ""), None),
+            Access::Forbidden(_)
+        ));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //!
 //! - [`request`]: reading a request, writing an answer (one per connection).
 //! - [`access`]: loopback only, or a bearer token; cross-site requests refused.
+//! - [`slots`]: how many connections are held, so that clients without the token cannot hold
+//!   them all.
 //! - [`routes`]: `GET /tree`, `POST /crash`, `GET /metrics`, `GET /events`, `GET /chaos`, and
 //!   the observer page at `/`.
 //! - [`view`]: the JSON of the tree and of events; [`sse`]: the event stream.
@@ -16,23 +18,25 @@ pub mod cli;
 pub mod handle;
 pub mod request;
 pub mod routes;
+pub mod slots;
 pub mod sse;
 pub mod view;
 
 pub use access::{is_allowed, Access, AdminToken};
+pub use slots::{MAX_SERVED, MAX_WAITING};
 
 use crate::config::Config;
 use crate::rtcserver_app::{ServerHandle, StartError};
 use async_net::{TcpListener, TcpStream};
 use futures_lite::{AsyncReadExt, FutureExt};
+use slots::{Slots, Waiting};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Admin connections served at once (event streams included); more get 503.
-pub const MAX_CONNECTIONS: usize = 64;
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The whole request (head and body) must arrive within this: a client has nothing to wait for
+/// before sending it, and a silent connection holds a waiting place until then.
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long, and how many reads, a closing connection waits for the client to finish sending.
 const LINGER: Duration = Duration::from_secs(1);
@@ -70,17 +74,8 @@ pub(crate) fn spawn(handle: ServerHandle, socket: TcpListener) {
     drop(bastion::executor::spawn(accept_loop(handle, socket)));
 }
 
-/// Releases a connection slot however the connection's task ends.
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 async fn accept_loop(handle: ServerHandle, socket: TcpListener) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(Slots::default());
     loop {
         let next = async { Some(socket.accept().await) }
             .or(async {
@@ -91,20 +86,11 @@ async fn accept_loop(handle: ServerHandle, socket: TcpListener) {
         match next {
             None => break,
             Some(Ok((stream, client))) => {
-                let busy = open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS;
-                let slot = Slot(Arc::clone(&open));
+                let waiting = slots.arrive();
+                let slots = Arc::clone(&slots);
                 let handle = handle.clone();
                 drop(bastion::executor::spawn(async move {
-                    let _slot = slot;
-                    if busy {
-                        let busy = request::Response::error(
-                            503,
-                            format!("more than {MAX_CONNECTIONS} admin connections"),
-                        );
-                        write(stream, &busy).await;
-                    } else {
-                        serve(&handle, stream, client).await;
-                    }
+                    serve(&handle, stream, client, waiting, &slots).await;
                 }));
             }
             Some(Err(e)) => {
@@ -114,6 +100,18 @@ async fn accept_loop(handle: ServerHandle, socket: TcpListener) {
         }
     }
     log::debug!("admin API closed");
+}
+
+/// Writes the answer and closes at once: for a client that is not owed a linger (it sent
+/// nothing more we left unread, or it is one too many).
+async fn write_and_close(mut stream: TcpStream, response: &request::Response) {
+    let _ = async { response.write(&mut stream).await.is_ok() }
+        .or(async {
+            async_io::Timer::after(WRITE_TIMEOUT).await;
+            false
+        })
+        .await;
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 /// Writes the answer, then closes gracefully: a socket closed with unread input (a body we
@@ -143,37 +141,73 @@ async fn write(mut stream: TcpStream, response: &request::Response) {
         .await;
 }
 
-async fn serve(handle: &ServerHandle, mut stream: TcpStream, client: SocketAddr) {
-    let req = match request::read(&mut stream, READ_TIMEOUT).await {
-        Ok(req) => req,
-        Err(e) => {
-            log::debug!("admin API: {client}: {e}");
-            if let Some(status) = e.status() {
-                write(stream, &request::Response::error(status, e)).await;
-            }
-            return;
-        }
+async fn serve(
+    handle: &ServerHandle,
+    mut stream: TcpStream,
+    client: SocketAddr,
+    waiting: Waiting,
+    slots: &Arc<Slots>,
+) {
+    // Until its request is allowed, a connection may lose its place to a newer one.
+    let admitted = async { admit(handle, &mut stream, client).await }
+        .or(async {
+            waiting.evicted().await;
+            None
+        })
+        .await;
+    let Some(req) = admitted else {
+        return;
     };
-    let token = handle.shared.config.admin_token.as_ref();
-    let refusal = match is_allowed(client, &req, token) {
-        Access::Allowed => None,
-        Access::Unauthorized => Some(
-            request::Response::error(401, "this admin API needs Authorization: Bearer <token>")
-                .with_header("WWW-Authenticate", "Bearer realm=\"rtcserver admin\""),
-        ),
-        Access::Forbidden(why) => Some(request::Response::error(403, why)),
-    };
-    if let Some(refusal) = refusal {
-        log::warn!(
-            "admin API: refused {} {} from {client} ({})",
-            req.method,
-            req.path,
-            refusal.status
+    drop(waiting);
+    let Some(_served) = slots.serve() else {
+        log::debug!("admin API: {client}: more than {MAX_SERVED} requests being served");
+        let busy = request::Response::error(
+            503,
+            format!("more than {MAX_SERVED} admin requests being served"),
         );
-        return write(stream, &refusal).await;
-    }
+        return write_and_close(stream, &busy).await;
+    };
     match routes::route(handle, &req, client) {
         routes::Reply::Response(response) => write(stream, &response).await,
         routes::Reply::Events => sse::stream(handle, stream).await,
     }
+}
+
+/// Reads the request and checks who may make it; `None` once a refusal has been answered.
+async fn admit(
+    handle: &ServerHandle,
+    stream: &mut TcpStream,
+    client: SocketAddr,
+) -> Option<request::Request> {
+    let req = match request::read(stream, READ_TIMEOUT).await {
+        Ok(req) => req,
+        Err(e) => {
+            log::debug!("admin API: {client}: {e}");
+            match e.status() {
+                Some(408) => {
+                    write_and_close(stream.clone(), &request::Response::error(408, e)).await
+                }
+                Some(status) => write(stream.clone(), &request::Response::error(status, e)).await,
+                None => {}
+            }
+            return None;
+        }
+    };
+    let token = handle.shared.config.admin_token.as_ref();
+    let refusal = match is_allowed(client, &req, token) {
+        Access::Allowed => return Some(req),
+        Access::Unauthorized => {
+            request::Response::error(401, "this admin API needs Authorization: Bearer <token>")
+                .with_header("WWW-Authenticate", "Bearer realm=\"rtcserver admin\"")
+        }
+        Access::Forbidden(why) => request::Response::error(403, why),
+    };
+    log::warn!(
+        "admin API: refused {} {:?} from {client} ({})",
+        req.method,
+        crate::http::Shown(&req.path),
+        refusal.status
+    );
+    write(stream.clone(), &refusal).await;
+    None
 }

@@ -54,9 +54,7 @@ pub fn percent_decode(s: &str) -> Option<String> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                out.push(crate::http::hex_byte(bytes.get(i + 1..i + 3)?)?);
                 i += 2;
             }
             b => out.push(b),
@@ -119,7 +117,13 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, ReadError> {
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(ReadError::Malformed(e.to_string())),
     };
-    let target = req.path.unwrap_or("/");
+    let target = req.path.unwrap_or("");
+    if !target.starts_with('/') {
+        return Err(ReadError::Malformed(format!(
+            "the request target {:?} does not start with /",
+            crate::http::Shown(target)
+        )));
+    }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let headers = req
         .headers
@@ -329,6 +333,8 @@ mod tests {
             ),
             ("GET / HTTP/1.1\r\nContent-Length: 9\r\n\r\nabc".into(), 400),
             ("NOT HTTP\r\n\r\n".into(), 400),
+            ("GET ?x HTTP/1.1\r\n\r\n".into(), 400),
+            ("GET * HTTP/1.1\r\n\r\n".into(), 400),
             (
                 format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD)),
                 431,
@@ -348,6 +354,8 @@ mod tests {
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%"), None);
         assert_eq!(percent_decode("%ff"), None);
+        assert_eq!(percent_decode("%+1"), None);
+        assert_eq!(percent_decode("%-1"), None);
     }
 
     #[test]

@@ -26,12 +26,21 @@ const ENDPOINTS: [(&str, &str); 6] = [
 
 const CHAOS: (&str, &str) = ("/chaos", "GET");
 
+/// `GET`/`HEAD` of the observer page: the one answer that needs no token (it holds no data).
+pub fn is_page(req: &Request) -> bool {
+    matches!(req.method.as_str(), "GET" | "HEAD") && is_page_path(&req.path)
+}
+
+fn is_page_path(path: &str) -> bool {
+    matches!(path, "/" | "/observer.html")
+}
+
 pub fn route(handle: &ServerHandle, req: &Request, client: SocketAddr) -> Reply {
     let method = req.method.as_str();
     let head = method == "HEAD";
     let get = method == "GET" || head;
     let response = match (req.path.as_str(), get) {
-        ("/" | "/observer.html", true) => {
+        (path, true) if is_page_path(path) => {
             Response::new(200, "text/html; charset=utf-8", OBSERVER_PAGE)
                 .with_header("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'")
         }

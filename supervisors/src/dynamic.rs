@@ -6,7 +6,11 @@
 //! catch its panic and report its end to this supervisor's mailbox; the supervisor applies OTP's
 //! rules (kind, restart intensity, escalation). The mailbox and the child table live outside the
 //! manager loop ([`DynamicSupervisor::run`]), which is itself a bastion child: when it crashes and
-//! is restarted, its children are terminated (as OTP links them) and the `init` hook starts afresh.
+//! is restarted, the children of its previous instance are terminated (as OTP links them), it
+//! starts with a clean restart history (as a fresh OTP supervisor does), and the `init` hook
+//! starts afresh. Children started while it restarts belong to the new instance and are kept; a
+//! child that outlives the grace it is given stays in the table until it ends, so its end is
+//! always reported and its `on_exit` always runs.
 use crate::child::{panic_message, ChildInfo, ChildKind, ChildStatus, Exit, StopReason};
 use crate::intensity::RestartIntensity;
 use crate::observer::{Observer, SupervisorEvent};
@@ -18,7 +22,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -73,12 +77,17 @@ struct Entry {
     started_at: SystemTime,
     /// Which instance is current: a report from an older one is stale.
     incarnation: u64,
+    /// Which instance of the supervisor started the child (see [`Table::generation`]).
+    generation: u64,
 }
 
 struct Table {
     next_key: ChildKey,
     entries: HashMap<ChildKey, Entry>,
     accepting: bool,
+    /// Bumped on each restart of the supervisor: children of an older generation belonged to
+    /// the instance that went down and are being terminated.
+    generation: u64,
 }
 
 struct Inner {
@@ -91,6 +100,8 @@ struct Inner {
     runs: AtomicU64,
     init: Mutex<Option<InitFn>>,
     emptied: event_listener::Event,
+    /// How long a restart waits for the previous instance's children to end.
+    restart_grace: Mutex<Duration>,
 }
 
 /// A handle to a dynamic supervisor; clones share it.
@@ -117,12 +128,14 @@ impl DynamicSupervisor {
                     next_key: 0,
                     entries: HashMap::new(),
                     accepting: true,
+                    generation: 0,
                 }),
                 tx,
                 rx,
                 runs: AtomicU64::new(0),
                 init: Mutex::new(None),
                 emptied: event_listener::Event::new(),
+                restart_grace: Mutex::new(Duration::from_secs(5)),
             }),
         }
     }
@@ -136,6 +149,27 @@ impl DynamicSupervisor {
         *lock(&self.inner.init) = Some(init);
     }
 
+    /// How long a restart of this supervisor waits for its previous children to end before
+    /// going on without them (they stay tracked; 5 s unless set).
+    pub fn set_restart_grace(&self, grace: Duration) {
+        *lock(&self.inner.restart_grace) = grace;
+    }
+
+    /// False once [`shutdown`](Self::shutdown) has begun: a child asked to stop then is stopped
+    /// for good, not because its supervisor restarts.
+    pub fn is_accepting(&self) -> bool {
+        lock(&self.inner.table).accepting
+    }
+
+    /// Whether `key` is a child of the supervisor's current instance that is not being
+    /// terminated (a child that outlived a restart's grace is not).
+    pub fn is_current(&self, key: ChildKey) -> bool {
+        let table = lock(&self.inner.table);
+        table.entries.get(&key).is_some_and(|e| {
+            e.generation == table.generation && e.status != ChildStatus::Terminating
+        })
+    }
+
     pub fn start_child(&self, mut spec: ChildSpec) -> Result<ChildKey, StartChildError> {
         let id = spec.id.clone();
         let kind = spec.kind;
@@ -147,6 +181,7 @@ impl DynamicSupervisor {
             let key = table.next_key;
             table.next_key += 1;
             let future = (spec.start)();
+            let generation = table.generation;
             table.entries.insert(
                 key,
                 Entry {
@@ -155,10 +190,11 @@ impl DynamicSupervisor {
                     restarts: 0,
                     started_at: SystemTime::now(),
                     incarnation: 0,
+                    generation,
                 },
             );
             // Inserted before spawning so that even an instantly finished child finds its entry.
-            spawn_instance(self.inner.tx.clone(), key, 0, future);
+            spawn_instance(&self.inner, key, 0, future);
             drop(table);
             (self.inner.observer)(&SupervisorEvent::Started {
                 supervisor: self.inner.name.clone(),
@@ -218,10 +254,12 @@ impl DynamicSupervisor {
     /// The supervisor's loop: the body of the bastion child that owns this supervisor.
     pub async fn run(&self) {
         if self.inner.runs.fetch_add(1, Ordering::SeqCst) > 0 {
-            // A restart of the supervisor: OTP takes its children down with it. They are gone
-            // before the fresh start so that no two instances of one child ever run at once.
-            self.terminate_all(StopReason::SupervisorDown, Duration::from_secs(5))
-                .await;
+            // A restart of the supervisor, which OTP makes a fresh process: a clean restart
+            // history (the crashes that made its predecessor give up were counted by its
+            // parent), and the children it had are taken down with it. They are gone before the
+            // fresh start so that no two instances of one child run at once.
+            lock(&self.inner.intensity).reset();
+            self.terminate_previous().await;
             let init = lock(&self.inner.init).clone();
             if let Some(init) = init {
                 init(self);
@@ -233,8 +271,86 @@ impl DynamicSupervisor {
                     key,
                     incarnation,
                     exit,
-                } => self.handle_exit(key, incarnation, exit),
+                } => self.inner.handle_exit(key, incarnation, exit),
                 Msg::Crash(reason) => panic!("{reason}"),
+            }
+        }
+    }
+
+    /// Terminates the children of the instance that went down; those started since (new
+    /// connections, rooms made meanwhile) belong to this instance and are left alone.
+    async fn terminate_previous(&self) {
+        let grace = *lock(&self.inner.restart_grace);
+        let generation = {
+            let mut table = lock(&self.inner.table);
+            table.generation += 1;
+            let generation = table.generation;
+            for entry in table.entries.values_mut() {
+                if entry.generation < generation {
+                    entry.status = ChildStatus::Terminating;
+                    (entry.spec.stop)(StopReason::SupervisorDown);
+                }
+            }
+            generation
+        };
+        let previous = |table: &Table| {
+            table
+                .entries
+                .values()
+                .filter(|e| e.generation < generation)
+                .count()
+        };
+        let gone = self
+            .wait_until(Instant::now() + grace, |t| previous(t) == 0)
+            .await;
+        if !gone {
+            let left = previous(&lock(&self.inner.table));
+            log::warn!(
+                "{}: {left} children of its previous instance did not stop within {grace:?}; \
+                 going on without them (their ends are still handled)",
+                self.inner.name
+            );
+        }
+    }
+
+    /// Handles exit reports until `done` holds for the table (true) or `until` passes (false).
+    /// The mailbox is drained here too: the manager loop may be the thing that is down.
+    async fn wait_until(&self, until: Instant, done: impl Fn(&Table) -> bool) -> bool {
+        enum Next {
+            Msg(Msg),
+            Removed,
+            Timeout,
+        }
+        loop {
+            let listener = self.inner.emptied.listen();
+            if done(&lock(&self.inner.table)) {
+                return true;
+            }
+            let next = async {
+                match self.inner.rx.recv().await {
+                    Ok(msg) => Next::Msg(msg),
+                    // Never: `inner` holds a sender.
+                    Err(_) => Next::Timeout,
+                }
+            }
+            .or(async {
+                // A terminated child's end is handled where it ends (see `ExitReport`).
+                listener.await;
+                Next::Removed
+            })
+            .or(async {
+                async_io::Timer::at(until).await;
+                Next::Timeout
+            })
+            .await;
+            match next {
+                Next::Msg(Msg::Exited {
+                    key,
+                    incarnation,
+                    exit,
+                }) => self.inner.handle_exit(key, incarnation, exit),
+                Next::Msg(Msg::Crash(_)) | Next::Removed => {}
+                Next::Timeout => return done(&lock(&self.inner.table)),
             }
         }
     }
@@ -259,42 +375,53 @@ impl DynamicSupervisor {
                 (entry.spec.stop)(reason);
             }
         }
-        // Drain the mailbox here too: the manager loop may be the thing that is down.
-        let until = Instant::now() + deadline;
-        loop {
-            if lock(&self.inner.table).entries.is_empty() {
-                return 0;
-            }
-            let next = async { Some(self.inner.rx.recv().await) }
-                .or(async {
-                    async_io::Timer::at(until).await;
-                    None
-                })
-                .await;
-            match next {
-                Some(Ok(Msg::Exited {
-                    key,
-                    incarnation,
-                    exit,
-                })) => self.handle_exit(key, incarnation, exit),
-                Some(Ok(Msg::Crash(_))) => {}
-                Some(Err(_)) | None => break,
-            }
+        if self
+            .wait_until(Instant::now() + deadline, |t| t.entries.is_empty())
+            .await
+        {
+            return 0;
         }
-        let mut table = lock(&self.inner.table);
-        let left = table.entries.len();
-        if left > 0 {
-            log::warn!(
-                "{}: {left} children did not stop within {deadline:?}; forgetting them",
-                self.inner.name
-            );
-            table.entries.clear();
-        }
+        // Still tracked: when they do end, their `on_exit` runs (see `ExitReport`).
+        let left = self.count();
+        log::warn!(
+            "{}: {left} children did not stop within {deadline:?}",
+            self.inner.name
+        );
         left
     }
 
-    fn handle_exit(&self, key: ChildKey, incarnation: u64, exit: Exit) {
-        let inner = &self.inner;
+    /// Resolves once the supervisor has no children (at once if it has none).
+    pub async fn until_empty(&self) {
+        self.until_at_most(0).await
+    }
+
+    /// Resolves once the supervisor has at most `n` children.
+    pub async fn until_at_most(&self, n: usize) {
+        loop {
+            if lock(&self.inner.table).entries.len() <= n {
+                return;
+            }
+            let listener = self.inner.emptied.listen();
+            if lock(&self.inner.table).entries.len() <= n {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+impl Inner {
+    /// Whether the instance `incarnation` of `key` is being terminated: its end restarts
+    /// nothing, so it may be handled where it happens.
+    fn is_terminating(&self, key: ChildKey, incarnation: u64) -> bool {
+        lock(&self.table)
+            .entries
+            .get(&key)
+            .is_some_and(|e| e.incarnation == incarnation && e.status == ChildStatus::Terminating)
+    }
+
+    fn handle_exit(self: &Arc<Self>, key: ChildKey, incarnation: u64, exit: Exit) {
+        let inner = self;
         let mut table = lock(&inner.table);
         let Some(entry) = table.entries.get_mut(&key) else {
             return;
@@ -328,7 +455,7 @@ impl DynamicSupervisor {
             entry.started_at = SystemTime::now();
             let future = (entry.spec.start)();
             let (restarts, incarnation) = (entry.restarts, entry.incarnation);
-            spawn_instance(inner.tx.clone(), key, incarnation, future);
+            spawn_instance(inner, key, incarnation, future);
             drop(table);
             (inner.observer)(&SupervisorEvent::Restarted {
                 supervisor: inner.name.clone(),
@@ -352,30 +479,16 @@ impl DynamicSupervisor {
             panic!("{}: {reason}", inner.name);
         }
     }
-
-    /// Resolves once the supervisor has no children (at once if it has none).
-    pub async fn until_empty(&self) {
-        self.until_at_most(0).await
-    }
-
-    /// Resolves once the supervisor has at most `n` children.
-    pub async fn until_at_most(&self, n: usize) {
-        loop {
-            if lock(&self.inner.table).entries.len() <= n {
-                return;
-            }
-            let listener = self.inner.emptied.listen();
-            if lock(&self.inner.table).entries.len() <= n {
-                return;
-            }
-            listener.await;
-        }
-    }
 }
 
 /// Reports the end of an instance, including being dropped unfinished (its lightproc cancelled).
+///
+/// The end of a child that was asked to stop is handled at once, where it happens: it restarts
+/// nothing and cannot escalate, and so its cleanup (`on_exit`) never depends on the manager
+/// loop, which may be down or gone (a restart in progress, a shutdown past its deadline). Any
+/// other end goes through the supervisor's mailbox, whose loop applies OTP's rules.
 struct ExitReport {
-    tx: Sender<Msg>,
+    supervisor: Weak<Inner>,
     key: ChildKey,
     incarnation: u64,
     exit: Option<Exit>,
@@ -389,8 +502,15 @@ impl ExitReport {
 
 impl Drop for ExitReport {
     fn drop(&mut self) {
+        let Some(inner) = self.supervisor.upgrade() else {
+            return;
+        };
         let exit = self.exit.take().unwrap_or(Exit::Terminated);
-        let _ = self.tx.try_send(Msg::Exited {
+        if inner.is_terminating(self.key, self.incarnation) {
+            inner.handle_exit(self.key, self.incarnation, exit);
+            return;
+        }
+        let _ = inner.tx.try_send(Msg::Exited {
             key: self.key,
             incarnation: self.incarnation,
             exit,
@@ -398,9 +518,9 @@ impl Drop for ExitReport {
     }
 }
 
-fn spawn_instance(tx: Sender<Msg>, key: ChildKey, incarnation: u64, future: BoxFuture) {
+fn spawn_instance(inner: &Arc<Inner>, key: ChildKey, incarnation: u64, future: BoxFuture) {
     let report = ExitReport {
-        tx,
+        supervisor: Arc::downgrade(inner),
         key,
         incarnation,
         exit: None,

@@ -71,6 +71,12 @@ impl RestartIntensity {
         Ok(())
     }
 
+    /// Forgets every restart: the history of a supervisor that is itself restarted (OTP starts
+    /// a fresh process, whose history is empty).
+    pub fn reset(&mut self) {
+        self.window.clear();
+    }
+
     /// Restarts counted in the window ending at `now`.
     pub fn recent(&self, now: Instant) -> usize {
         self.window
@@ -108,6 +114,21 @@ mod tests {
         // The first restart (t0) left the window at t0 + 10 s exactly.
         assert!(intensity.record(t0 + Duration::from_secs(10)).is_ok());
         assert_eq!(intensity.recent(t0 + Duration::from_secs(10)), 5);
+    }
+
+    #[test]
+    fn a_reset_history_allows_max_restarts_again() {
+        let mut intensity = RestartIntensity::new(5, Duration::from_secs(10));
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            intensity.record(t0).unwrap();
+        }
+        assert!(intensity.record(t0).is_err());
+        intensity.reset();
+        assert_eq!(intensity.recent(t0), 0);
+        for _ in 0..5 {
+            assert!(intensity.record(t0).is_ok());
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub mod observer;
 mod scheduler;
 
 pub use child::{panic_message, ChildInfo, ChildKind, ChildStatus, Exit, StopReason};
-pub use dynamic::{ChildSpec, DynamicSupervisor, StartChildError};
+pub use dynamic::{ChildKey, ChildSpec, DynamicSupervisor, StartChildError};
 pub use fixed::{Escalation, FixedChildSpec, FixedSupervisor, StartError};
 pub use intensity::{IntensityExceeded, RestartIntensity};
 pub use observer::{Observer, SupervisorEvent};

@@ -11,6 +11,12 @@
 //! The processes are the same lightprocs bastion's `spawn!` makes (`lightproc`, bastion's
 //! process type, with a `ProcStack`); only the queue they are scheduled on is ours. The static
 //! part of the tree (the supervisors, the listener) stays on bastion's pool.
+//!
+//! The scheduler is started by the first spawn, often from one of bastion's threads, which
+//! bastion pins to one CPU each: sized from that thread's affinity it had one thread, and its
+//! threads inherited the pin. So it sizes itself from the process's CPU set (the main thread's,
+//! which is what `taskset` or a cgroup gave the process) and gives each of its threads that
+//! whole set: one thread per CPU the process may use, none pinned.
 use concurrent_queue::ConcurrentQueue;
 use event_listener::Event;
 use lightproc::prelude::{LightProc, ProcStack};
@@ -66,15 +72,76 @@ fn scheduler() -> &'static Scheduler {
             queue: ConcurrentQueue::unbounded(),
             work: Event::new(),
         }));
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpus = affinity::of_process();
+        let threads = cpus.as_ref().map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            affinity::count,
+        );
         for i in 0..threads {
             std::thread::Builder::new()
                 .name(format!("scheduler-{i}"))
-                .spawn(move || run(scheduler))
+                .spawn(move || {
+                    if let Some(cpus) = &cpus {
+                        affinity::set_current(cpus);
+                    }
+                    run(scheduler)
+                })
                 .expect("cannot start a scheduler thread");
         }
         scheduler
     })
+}
+
+#[cfg(target_os = "linux")]
+mod affinity {
+    use rustix::process::getpid;
+    use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
+
+    /// The CPUs the process may run on: the main thread's set (a thread's own id is its
+    /// process's id only for the main thread), whichever thread asks.
+    pub(super) fn of_process() -> Option<CpuSet> {
+        match sched_getaffinity(Some(getpid())) {
+            Ok(cpus) if cpus.count() > 0 => Some(cpus),
+            Ok(_) => None,
+            Err(e) => {
+                log::warn!(
+                    "scheduler: cannot read the process's CPU set ({e}); sizing from this thread's"
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn count(cpus: &CpuSet) -> usize {
+        usize::try_from(cpus.count()).unwrap_or(1).max(1)
+    }
+
+    /// Undoes a pin inherited from the thread that started this one.
+    pub(super) fn set_current(cpus: &CpuSet) {
+        if let Err(e) = sched_setaffinity(None, cpus) {
+            log::warn!(
+                "scheduler: cannot unpin {:?} ({e})",
+                std::thread::current().name()
+            );
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod affinity {
+    /// Elsewhere the standard library's answer is all there is.
+    #[derive(Clone, Copy)]
+    pub(super) struct CpuSet;
+
+    pub(super) fn of_process() -> Option<CpuSet> {
+        None
+    }
+
+    pub(super) fn count(_: &CpuSet) -> usize {
+        1
+    }
+
+    pub(super) fn set_current(_: &CpuSet) {}
 }
 
 fn run(scheduler: &'static Scheduler) {

@@ -101,6 +101,26 @@ impl Client {
 
     pub async fn connect_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Client {
         let tcp = TcpStream::connect(addr).await.expect("tcp connect");
+        Self::handshake(tcp, addr, path, headers).await
+    }
+
+    /// A client whose receive buffer is a few KiB: once the test stops reading it, the server's
+    /// writes to it soon block (a peer that never reads).
+    pub async fn stalled(addr: SocketAddr, path: &str) -> Client {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket.connect(&addr.into()).expect("tcp connect");
+        let tcp = TcpStream::try_from(std::net::TcpStream::from(socket)).expect("async socket");
+        Self::handshake(tcp, addr, path, &[]).await
+    }
+
+    async fn handshake(
+        tcp: TcpStream,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Client {
         let local = tcp.local_addr().expect("local addr");
         let mut request =
             async_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
