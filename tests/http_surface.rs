@@ -201,32 +201,9 @@ fn with_an_admin_token_the_observer_page_loads_without_it_and_the_data_does_not(
     });
 }
 
-/// Opens a WebSocket by hand at `path` with extra header lines (raw, so that any bytes go);
-/// returns the socket once the 101 is read.
-async fn raw_upgrade(addr: std::net::SocketAddr, path: &str, extra: &str) -> async_net::TcpStream {
-    use futures_lite::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = async_net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{UPGRADE_HEADERS}{extra}\r\n");
-    tcp.write_all(request.as_bytes()).await.expect("write");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        within(WAIT, "the 101", tcp.read_exact(&mut byte))
-            .await
-            .expect("read");
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    tcp
-}
-
 /// The `client` of the next connection, as its Connected event and `GET /tree` show it.
 async fn client_of(s: &TestServer, path: &str, forwarded_for: &str) -> (String, String) {
-    let tcp = raw_upgrade(
+    let tcp = raw_ws_with(
         s.addr(),
         path,
         &format!("X-Forwarded-For: {forwarded_for}\r\n"),
@@ -314,7 +291,7 @@ fn the_binary_takes_trusted_proxies_and_logs_the_socket_address_too() {
     ]);
     let (addr, _) = bin.addresses();
     run(async {
-        let tcp = raw_upgrade(addr, "/", "X-Forwarded-For: 203.0.113.5\r\n").await;
+        let tcp = raw_ws_with(addr, "/", "X-Forwarded-For: 203.0.113.5\r\n").await;
         let socket = tcp.local_addr().expect("local addr");
         let line = bin.wait_for_line(" connected from ");
         assert_eq!(line, format!("203.0.113.5 via {socket}"));

@@ -16,14 +16,6 @@ use rtcserver::{Config, CrashTarget, Event, PeerId};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 
-fn start(config: Config, build: impl FnOnce(rtcserver::Server) -> rtcserver::Server) -> TestServer {
-    let handle = build(rtcserver::Server::new(config))
-        .start()
-        .expect("server starts");
-    let events = handle.events();
-    TestServer { handle, events }
-}
-
 /// Records every `on_init` and `on_terminate`; panics on a message whose event is "boom".
 #[derive(Clone, Default)]
 struct Bookkeeping {
@@ -71,7 +63,7 @@ async fn ended(server: &TestServer, id: PeerId) {
 fn on_terminate_hears_of_every_end_a_crash_included() {
     run(async {
         let hooks = Bookkeeping::default();
-        let server = start(Config::ephemeral(), |s| s.peer_hooks(hooks.clone()));
+        let server = server_built(Config::ephemeral(), |s| s.peer_hooks(hooks.clone()));
         let crashed_reason = format!(
             "{:?}",
             TerminateReason::Server(1011, "internal error".into())
@@ -120,7 +112,7 @@ impl RoomHooks for LongRefusal {
 fn a_refusal_of_any_length_closes_with_4000_and_keeps_its_text_in_the_error() {
     for len in [123, 124, 201] {
         run(async {
-            let server = start(Config::ephemeral(), |s| s.room_hooks(LongRefusal(len)));
+            let server = server_built(Config::ephemeral(), |s| s.room_hooks(LongRefusal(len)));
             let mut client = Client::connect(server.addr(), "/socket/r").await;
             let error = client.expect_event("error").await;
             let reason = error["description"].as_str().expect("a description");

@@ -18,14 +18,6 @@ fn room(name: &str, max_peers: usize) -> RoomContext {
     }
 }
 
-fn start(config: Config, build: impl FnOnce(rtcserver::Server) -> rtcserver::Server) -> TestServer {
-    let handle = build(rtcserver::Server::new(config))
-        .start()
-        .expect("server starts");
-    let events = handle.events();
-    TestServer { handle, events }
-}
-
 #[test]
 fn authenticated_names_the_peers_already_in_and_joined_reaches_exactly_the_others() {
     run(async {
@@ -458,7 +450,7 @@ impl RoomHooks for PanickyLeave {
 #[test]
 fn an_on_demand_room_whose_on_leave_panics_still_stops_when_emptied() {
     run(async {
-        let server = start(
+        let server = server_built(
             Config {
                 default_max_peers: 3,
                 ..Config::ephemeral()
@@ -549,7 +541,7 @@ impl RoomHooks for NoRedRoom {
 #[test]
 fn hooks_drop_modify_and_refuse() {
     run(async {
-        let server = start(Config::ephemeral(), |s| {
+        let server = server_built(Config::ephemeral(), |s| {
             s.peer_hooks(Moderated).room_hooks(NoRedRoom)
         });
         let cookie = |u: &str| format!(r#"credentials={{"username":"{u}","password":"x"}}"#);
@@ -590,7 +582,7 @@ fn hooks_drop_modify_and_refuse() {
 #[test]
 fn on_send_sees_what_reaches_its_peer() {
     run(async {
-        let server = start(Config::ephemeral(), |s| s.peer_hooks(Moderated));
+        let server = server_built(Config::ephemeral(), |s| s.peer_hooks(Moderated));
         let cookie = |u: &str| format!(r#"credentials={{"username":"{u}","password":"x"}}"#);
         let a = RoomPeer::join_with(&server, "s", &[("cookie", &cookie("ann"))]).await;
         let mut b = RoomPeer::join_with(&server, "s", &[("cookie", &cookie("ben"))]).await;

@@ -38,6 +38,18 @@ pub fn server() -> TestServer {
     server_with(|_| {})
 }
 
+/// A server built with hooks: `build` adds them to `rtcserver::Server::new(config)`.
+pub fn server_built(
+    config: Config,
+    build: impl FnOnce(rtcserver::Server) -> rtcserver::Server,
+) -> TestServer {
+    let handle = build(rtcserver::Server::new(config))
+        .start()
+        .expect("server starts");
+    let events = handle.events();
+    TestServer { handle, events }
+}
+
 pub fn server_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
     let mut config = Config::ephemeral();
     tweak(&mut config);
@@ -281,11 +293,16 @@ pub const UPGRADE_HEADERS: &str =
 
 /// A WebSocket opened by hand, to send what a library would refuse to.
 pub async fn raw_ws(addr: SocketAddr) -> TcpStream {
+    raw_ws_with(addr, "/", "").await
+}
+
+/// [`raw_ws`] at `path`, with `extra` header lines (each ending in `\r\n`); returns the socket
+/// once the 101 is read.
+pub async fn raw_ws_with(addr: SocketAddr, path: &str, extra: &str) -> TcpStream {
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = TcpStream::connect(addr).await.expect("tcp connect");
-    tcp.write_all(format!("GET / HTTP/1.1\r\nHost: x\r\n{UPGRADE_HEADERS}\r\n").as_bytes())
-        .await
-        .expect("write");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{UPGRADE_HEADERS}{extra}\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("write");
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
