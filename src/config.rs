@@ -16,8 +16,9 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Larger text frames close the connection with 1009.
     pub max_message_bytes: usize,
-    /// Bytes relayed to one peer and not yet written to its socket; past it the peer is closed as a
-    /// slow consumer (1008).
+    /// Bytes queued for one peer and not yet written to its socket, each message charged its text
+    /// plus `mailbox::SLOT_OVERHEAD`; past it the peer is closed as a slow consumer (1008, or a
+    /// reset when its socket is full).
     pub outbound_limit_bytes: usize,
     /// Accepting stops while this many connections are open.
     pub max_connections: usize,

@@ -9,7 +9,7 @@
 //! `on_forward` and `on_send` run in the sending or receiving peer's task, so a message costs
 //! one hop); `on_init`, `on_join` and `on_leave` of one room run one at a time, in its process.
 //!
-//! Hooks run on the scheduler's threads (one per core, which also poll the sockets), so they must
+//! Hooks run on the scheduler's threads (one per CPU the process may use, which also poll the sockets), so they must
 //! not block: no blocking I/O, no sleeping. A hook that blocks holds up every peer on its thread;
 //! hand slow work to a thread of your own and answer from what it has already produced.
 //!
@@ -134,7 +134,8 @@ pub trait PeerHooks: Send + Sync + 'static {
         Action::Forward(message)
     }
 
-    /// A message about to be written to this peer (forwarded ones and the server's events).
+    /// A message about to be written to this peer (forwarded ones and the server's events); for
+    /// messages queued by others, only when [`uses_on_send`](Self::uses_on_send) says so.
     fn on_send(&self, _peer: &AuthData, message: RoomMessage) -> Action<RoomMessage> {
         Action::Forward(message)
     }
@@ -147,7 +148,8 @@ pub trait PeerHooks: Send + Sync + 'static {
     }
 
     /// The peer's connection ended, however it ended (a crash is `Server(1011, ...)`); called
-    /// once for every peer whose `on_init` admitted it.
+    /// once for every peer that `on_init` admitted and that found its room (not after an HTTP
+    /// 404 for an unknown room).
     fn on_terminate(&self, _peer: &AuthData, _reason: &TerminateReason) {}
 }
 

@@ -1,7 +1,7 @@
 //! `rooms_sup`: the table of live rooms and the supervisor of their processes.
 //!
-//! A room is a transient child: restarted after a crash (same mailbox, same members: they are in
-//! the registry), not after it empties and stops. If `rooms_sup` itself goes down, its rooms' processes
+//! A room is a transient child (a configured one is permanent): restarted after a crash (same
+//! mailbox, same members: they are in the registry), not after it empties and stops. If `rooms_sup` itself goes down, its rooms' processes
 //! go with it (OTP links them) but their table entries and mailboxes stay: its next instance
 //! starts a process per entry on the same mailbox, which serves what was queued meanwhile, so a
 //! restart of `rooms_sup` is invisible to clients (no join refused, no `left` lost).
