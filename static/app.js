@@ -8,8 +8,8 @@
 // Surviving a demo: once a room is known it is in the address (?room=N) and in this tab's
 // sessionStorage, so a reload of either side re-enters the same room (and calls the one still in
 // it). A WRONGROOM on such a re-entry is retried a few times (the old connection of this tab may
-// not have left yet); the tab that created the room then falls back to a new room, a guest shows
-// the message. Leaving says goodbye to the other side with a relayed {"type":"bye"} (any JSON is
+// not have left yet), then the tab falls back to a new room (a tab that never was in the room
+// shows the message instead). Leaving says goodbye to the other side with a relayed {"type":"bye"} (any JSON is
 // relayed, so this stays the book protocol); without one (a crash, a lost network) the peer
 // connection's failure says the same. The side left behind clears the remote video and shows the
 // invite again.
@@ -69,7 +69,7 @@
   }
   const remembered = rememberedRoom();
   // A reload (or back/forward) of a tab that was in room ?room=N: re-enter it, retrying a WRONGROOM.
-  const rejoining = Boolean(roomParam && remembered && remembered.room === roomParam);
+  let rejoining = Boolean(roomParam && remembered && remembered.room === roomParam);
   const createdHere = rejoining && remembered.created === true;
   const ENTER_RETRIES = 4;
   const ENTER_RETRY_MS = 400;
@@ -244,14 +244,13 @@
         setTimeout(() => enterRoom(rtc.room), ENTER_RETRY_MS);
         return;
       }
-      if (createdHere) {
-        // The room this tab created is really gone (or taken): start a new one.
-        console.info('room ' + rtc.room + ' is gone: asking for a new one');
-        rtc.rejoining = false;
-        setState('connecting');
-        send({ type: 'GETROOM', value: '' });
-        return;
-      }
+      // The room this tab was in is really gone (or taken): start a new one, as on the start page.
+      console.info('room ' + rtc.room + ' is gone: asking for a new one');
+      rejoining = false;
+      rtc.rejoining = false;
+      setState('connecting');
+      send({ type: 'GETROOM', value: '' });
+      return;
     }
     setState('wrongroom');
     ui.wrongroom.hidden = false;

@@ -10,7 +10,8 @@
 // follows the same invite gets "This room does not exist or is full". Then what a demo does to a call
 // (README "The demo page"): A, the host, reloads mid-call and both are connected again with moving
 // video; B leaves and A shows within 2 s that it left, with the invite link; B follows the invite
-// again and the call is back; B's renderer crashes (no goodbye) and A shows the call lost. Saves
+// again and the call is back; B's renderer crashes (no goodbye) and A shows the call lost; A, now
+// alone, reloads and gets a new room (the old one is gone). Saves
 // A.png and B.png (and A-left.png, the remote video crops, console logs) into --out. Ends with one
 // line "N passed, M failed"; exits 1 on any failure.
 //
@@ -387,6 +388,20 @@ async function recovery(pageA, pageB, ctxB, invite) {
     cdp.send('Page.crash').catch(() => {});
     const took = await showsLeft(pageA, invite, 25000, /connection to the other party was lost/);
     return `after ${((took || Date.now() - t0) / 1000).toFixed(1)} s`;
+  });
+
+  // Alone in its room, A's reload empties it (the server forgets an empty room): A starts a new one.
+  await check('A, alone in its room, reloads: the room is gone, A gets a new room and its invite (no WRONGROOM)', async () => {
+    await pageA.reload({ timeout: 10000 });
+    await pageA.waitForFunction((old) => window.rtc && window.rtc.state !== 'joining' && window.rtc.state !== 'connecting' &&
+      window.rtc.room !== null && String(window.rtc.room) !== old, room, { timeout: 10000 });
+    const snap = await rtcSnapshot(pageA);
+    assert(snap.state === 'waiting', `A: ${JSON.stringify(snap)}`);
+    assert(await pageA.locator('#wrongroom').isHidden(), 'A shows WRONGROOM');
+    const link = await pageA.inputValue('#invite-link');
+    assert(link.endsWith(`/?room=${snap.room}`) && pageA.url() === link,
+      `the invite is ${link}, the address ${pageA.url()}, the room ${snap.room}`);
+    return `room ${room} -> ${snap.room}`;
   });
 }
 
