@@ -339,8 +339,12 @@
     return pc;
   }
 
-  function closePeerConnection() {
+  // From outside the queue (a message, a timer), the queue is dropped as well: an operation still
+  // pending on the closed connection never settles (per spec), and everything queued behind it
+  // would wait for ever. A dropped task that does finish checks that its connection is current.
+  function closePeerConnection(fromQueue) {
     clearTimeout(disconnectedTimer);
+    if (!fromQueue) work = Promise.resolve();
     if (rtc.pc) {
       rtc.pc.close();
       rtc.pc = null;
@@ -374,7 +378,7 @@
   async function onOffer(message) {
     if (rtc.pc && rtc.pc.remoteDescription) {
       // A new party entered the room after the previous one left without a word: start over.
-      closePeerConnection();
+      closePeerConnection(true);
       logChat('system', 'A new party joined the call.');
     } else if (!ui.peerLeft.hidden) {
       logChat('system', 'The other party joined the call.');
@@ -385,6 +389,7 @@
     await addPendingCandidates(pc);
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
+    if (pc !== rtc.pc) return;
     send({ type: 'answer', sdp: pc.localDescription.sdp });
     ui.invite.hidden = true;
     ui.peerLeft.hidden = true;
@@ -399,6 +404,7 @@
     }
     await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
     await addPendingCandidates(pc);
+    if (pc !== rtc.pc) return;
     ui.invite.hidden = true;
     ui.peerLeft.hidden = true;
     // Entered: a reload of this tab re-enters this room (and keeps whether this tab created it).

@@ -11,7 +11,7 @@
 // (README "The demo page"): A, the host, reloads mid-call and both are connected again with moving
 // video; B leaves and A shows within 2 s that it left, with the invite link; B follows the invite
 // again and the call is back; B's renderer crashes (no goodbye) and A shows the call lost; A, now
-// alone, reloads and gets a new room (the old one is gone). Saves
+// alone, reloads and gets a new room (the old one is gone), and so does a guest left alone. Saves
 // A.png and B.png (and A-left.png, the remote video crops, console logs) into --out. Ends with one
 // line "N passed, M failed"; exits 1 on any failure.
 //
@@ -402,6 +402,38 @@ async function recovery(pageA, pageB, ctxB, invite) {
     assert(link.endsWith(`/?room=${snap.room}`) && pageA.url() === link,
       `the invite is ${link}, the address ${pageA.url()}, the room ${snap.room}`);
     return `room ${room} -> ${snap.room}`;
+  });
+
+  // The same for a guest: left alone in the room it entered, its reload finds the room gone.
+  await check('a guest left alone in its room reloads: it gets a new room and its invite (no WRONGROOM)', async () => {
+    const guest = await browsers.newPage(ctxB, 'B2');
+    let step = 'enters A\'s room';
+    try {
+      const link = await pageA.inputValue('#invite-link');
+      const entered = link.replace(/^.*\?room=/, '');
+      await guest.goto(link, { timeout: 10000 });
+      await guest.waitForFunction(() => window.rtc && window.rtc.state === 'in-call', null, { timeout: 10000 });
+      step = 'shows A left';
+      await pageA.goto('about:blank');
+      await guest.locator('#peer-left').waitFor({ state: 'visible', timeout: 5000 });
+      step = 'reloads';
+      await guest.reload({ timeout: 10000 });
+      await guest.waitForFunction((old) => window.rtc && (window.rtc.state === 'wrongroom' ||
+        (['waiting', 'in-call'].includes(window.rtc.state) && String(window.rtc.room) !== old)), entered, { timeout: 10000 });
+      const snap = await rtcSnapshot(guest);
+      assert(snap.state === 'waiting', `the guest: ${JSON.stringify(snap)}`);
+      assert(await guest.locator('#wrongroom').isHidden(), 'the guest shows WRONGROOM');
+      const invite = await guest.inputValue('#invite-link');
+      assert(invite.endsWith(`/?room=${snap.room}`) && guest.url() === invite,
+        `the invite is ${invite}, the address ${guest.url()}, the room ${snap.room}`);
+      return `room ${entered} -> ${snap.room}`;
+    } catch (err) {
+      throw new Error(`the guest ${step}: ${err.message.split('\n')[0]}; the guest ${JSON.stringify(await rtcSnapshot(guest))}, ` +
+        `A ${JSON.stringify(await rtcSnapshot(pageA))}`);
+    } finally {
+      guest.flushLog();
+      await guest.close();
+    }
   });
 }
 
