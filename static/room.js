@@ -97,6 +97,13 @@
     1006: 'the connection to the server was lost',
     1011: 'the server\'s process for this page crashed',
   };
+  function closeWords(event) {
+    // 1011 is also every peer's when the supervisor of all connections went down.
+    const words = event.code === 1011 && event.reason === 'supervisor down'
+      ? 'the server\'s supervisor of every connection went down'
+      : CLOSE_WORDS[event.code] || 'the server closed the connection (code ' + event.code + ')';
+    return event.reason ? words + ' (' + event.reason + ')' : words;
+  }
   const ERROR_WORDS = {
     invalid_message: 'The server did not understand a message from this page.',
   };
@@ -210,7 +217,7 @@
       closeAll();
       setState('closed');
       if (wasIn) {
-        const why = CLOSE_WORDS[event.code] || 'the server closed the connection (code ' + event.code + ')';
+        const why = closeWords(event);
         logPeople('system', 'You are out of the room: ' + why + '.');
         showError('You are out of the room: ' + why + '. The others have ended their calls with you. ' +
           'Press "Join again" to come back.');
