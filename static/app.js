@@ -5,10 +5,19 @@
 // joins the room (ENTERROOM) and creates the offer. Everything else (offer, answer, candidate,
 // CHATMSG) is relayed verbatim by the server to the other party.
 //
+// Surviving a demo: once a room is known it is in the address (?room=N) and in this tab's
+// sessionStorage, so a reload of either side re-enters the same room (and calls the one still in
+// it). A WRONGROOM on such a re-entry is retried a few times (the old connection of this tab may
+// not have left yet), then the tab falls back to a new room (a tab that never was in the room
+// shows the message instead). Leaving says goodbye to the other side with a relayed {"type":"bye"} (any JSON is
+// relayed, so this stays the book protocol); without one (a crash, a lost network) the peer
+// connection's failure says the same. The side left behind clears the remote video and shows the
+// invite again.
+//
 // ?stun=stun:host:port adds a STUN server; by default none is used (host candidates only, which is
 // enough on localhost and a LAN).
 //
-// State for tests and for the curious: window.rtc = { pc, ws, room, state, role }.
+// State for tests and for the curious: window.rtc = { pc, ws, room, state, role, rejoining }.
 (function () {
   'use strict';
 
@@ -25,6 +34,8 @@
     localVideo: $('local-video'),
     remoteVideo: $('remote-video'),
     unmute: $('unmute'),
+    peerLeft: $('peer-left'),
+    peerLeftText: $('peer-left-text'),
     signalState: $('signal-state'),
     pcState: $('pc-state'),
     roomLabel: $('room-label'),
@@ -38,12 +49,40 @@
   const params = new URLSearchParams(location.search);
   const roomParam = params.get('room');
   const stunUrl = params.get('stun');
+  // 'host' asks for a room and waits for the offer; 'guest' enters ?room=N and makes the offer.
   const role = roomParam ? 'guest' : 'host';
 
+  // The room this tab was last in, and whether it created it: survives a reload of the tab only.
+  const ROOM_KEY = 'rtcserver-room';
+  function rememberRoom(room, created) {
+    try {
+      sessionStorage.setItem(ROOM_KEY, JSON.stringify({ room: String(room), created: created }));
+    } catch (e) { /* storage refused (private mode): a reload then starts afresh */ }
+  }
+  function rememberedRoom() {
+    try {
+      const saved = JSON.parse(sessionStorage.getItem(ROOM_KEY) || 'null');
+      return saved && typeof saved.room === 'string' ? saved : null;
+    } catch (e) {
+      return null;
+    }
+  }
+  const remembered = rememberedRoom();
+  // A reload (or back/forward) of a tab that was in room ?room=N: re-enter it, retrying a WRONGROOM.
+  let rejoining = Boolean(roomParam && remembered && remembered.room === roomParam);
+  const createdHere = rejoining && remembered.created === true;
+  const ENTER_RETRIES = 4;
+  const ENTER_RETRY_MS = 400;
+  // A connection 'disconnected' this long is taken for gone (a crashed or killed tab says no bye).
+  const DISCONNECTED_GRACE_MS = 4000;
+
   // ---- Shared state (also exposed for tests) ---------------------------------------------
-  const rtc = { pc: null, ws: null, room: null, state: 'connecting', role: role };
+  const rtc = { pc: null, ws: null, room: null, state: 'connecting', role: role, rejoining: rejoining };
   window.rtc = rtc;
 
+  let enterTries = 0;
+  let joinAttempt = 0;          // bumped by every ENTERROOM/GETROOM: a stale offer task gives up
+  let disconnectedTimer = null;
   let remoteStream = null;
   let pendingCandidates = [];   // remote candidates that arrived before the remote description
   let work = Promise.resolve(); // offer/answer/candidate handling, one message at a time
@@ -70,6 +109,7 @@
   function setState(state) {
     rtc.state = state;
     ui.signalState.textContent = SIGNAL_WORDS[state] || state;
+    // Only while someone is there to read it: a line sent while alone would reach nobody.
     const chatOpen = state === 'in-call' || state === 'joining';
     ui.chatInput.disabled = !chatOpen;
     ui.chatSend.disabled = !chatOpen;
@@ -112,9 +152,30 @@
   }
 
   function inviteUrl(room) {
-    let url = location.origin + '/?room=' + room;
-    if (stunUrl) url += '&stun=' + encodeURIComponent(stunUrl);
-    return url;
+    return location.origin + roomPath(room);
+  }
+
+  function roomPath(room) {
+    let path = '/?room=' + room;
+    if (stunUrl) path += '&stun=' + encodeURIComponent(stunUrl);
+    return path;
+  }
+
+  function showInvite(room) {
+    const url = inviteUrl(room);
+    ui.inviteLink.value = url;
+    ui.inviteAnchor.href = url;
+    ui.invite.hidden = false;
+  }
+
+  function enterRoom(room) {
+    rtc.room = room;
+    ui.roomLabel.textContent = '(room ' + rtc.room + ')';
+    send({ type: 'ENTERROOM', value: rtc.room });
+    setState('joining');
+    // No reply on success: go straight on to the offer (WRONGROOM, if it comes, stops this).
+    const attempt = ++joinAttempt;
+    enqueue(() => startCallAsCaller(attempt));
   }
 
   function connectSignaling() {
@@ -125,12 +186,7 @@
       if (role === 'host') {
         send({ type: 'GETROOM', value: '' });
       } else {
-        rtc.room = Number(roomParam);
-        ui.roomLabel.textContent = '(room ' + rtc.room + ')';
-        send({ type: 'ENTERROOM', value: rtc.room });
-        setState('joining');
-        // No reply on success: go straight on to the offer (WRONGROOM, if it comes, stops this).
-        enqueue(startCallAsCaller);
+        enterRoom(Number(roomParam));
       }
     };
 
@@ -150,6 +206,7 @@
         case 'offer': enqueue(() => onOffer(message)); break;
         case 'answer': enqueue(() => onAnswer(message)); break;
         case 'candidate': enqueue(() => onCandidate(message)); break;
+        case 'bye': onOtherLeft('The other party left.'); break;
         default: console.info('ignoring signaling message', message);
       }
     };
@@ -169,15 +226,32 @@
 
   function onRoom(room) {
     rtc.room = room;
-    const url = inviteUrl(room);
-    ui.inviteLink.value = url;
-    ui.inviteAnchor.href = url;
-    ui.invite.hidden = false;
+    rememberRoom(room, true);
+    // The room in the address: a reload of this tab re-enters it instead of starting another.
+    history.replaceState(null, '', roomPath(room));
+    showInvite(room);
     ui.roomLabel.textContent = '(room ' + room + ')';
     setState('waiting');
   }
 
   function onWrongRoom() {
+    if (rtc.state === 'joining' && rejoining) {
+      joinAttempt++; // the offer of the refused attempt, if not sent yet, is not sent
+      closePeerConnection();
+      if (enterTries < ENTER_RETRIES) {
+        // This tab's previous connection may still hold its place in the room for a moment.
+        enterTries++;
+        setTimeout(() => enterRoom(rtc.room), ENTER_RETRY_MS);
+        return;
+      }
+      // The room this tab was in is really gone (or taken): start a new one, as on the start page.
+      console.info('room ' + rtc.room + ' is gone: asking for a new one');
+      rejoining = false;
+      rtc.rejoining = false;
+      setState('connecting');
+      send({ type: 'GETROOM', value: '' });
+      return;
+    }
     setState('wrongroom');
     ui.wrongroom.hidden = false;
     ui.invite.hidden = true;
@@ -191,6 +265,22 @@
 
   function onChat(value) {
     logChat('peer', typeof value === 'string' ? value : JSON.stringify(value));
+  }
+
+  // The other party is gone (its goodbye, or its connection failed): this side waits in the room
+  // for someone to follow the invite again.
+  function onOtherLeft(text) {
+    if (rtc.state !== 'in-call' && rtc.state !== 'joining') return;
+    closePeerConnection();
+    ui.peerLeftText.textContent = text;
+    ui.peerLeft.hidden = false;
+    logChat('system', text);
+    if (rtc.room !== null) showInvite(rtc.room);
+    setState('waiting');
+  }
+
+  function sayBye() {
+    if (rtc.state === 'in-call' || rtc.state === 'joining') send({ type: 'bye' });
   }
 
   // ---- The peer connection ---------------------------------------------------------------
@@ -224,7 +314,18 @@
     };
 
     pc.onconnectionstatechange = () => {
-      if (pc === rtc.pc) showPcState();
+      if (pc !== rtc.pc) return;
+      showPcState();
+      clearTimeout(disconnectedTimer);
+      if (pc.connectionState === 'failed') {
+        onOtherLeft('The connection to the other party was lost.');
+      } else if (pc.connectionState === 'disconnected') {
+        disconnectedTimer = setTimeout(() => {
+          if (pc === rtc.pc && pc.connectionState === 'disconnected') {
+            onOtherLeft('The connection to the other party was lost.');
+          }
+        }, DISCONNECTED_GRACE_MS);
+      }
     };
 
     if (stream) {
@@ -238,7 +339,12 @@
     return pc;
   }
 
-  function closePeerConnection() {
+  // From outside the queue (a message, a timer), the queue is dropped as well: an operation still
+  // pending on the closed connection never settles (per spec), and everything queued behind it
+  // would wait for ever. A dropped task that does finish checks that its connection is current.
+  function closePeerConnection(fromQueue) {
+    clearTimeout(disconnectedTimer);
+    if (!fromQueue) work = Promise.resolve();
     if (rtc.pc) {
       rtc.pc.close();
       rtc.pc = null;
@@ -259,21 +365,23 @@
     }).catch((err) => console.warn('remote video does not play', err));
   }
 
-  async function startCallAsCaller() {
+  async function startCallAsCaller(attempt) {
     const stream = await mediaReady;
-    if (rtc.state === 'wrongroom') return;
+    if (rtc.state === 'wrongroom' || attempt !== joinAttempt) return;
     const pc = createPeerConnection(stream);
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
-    if (rtc.state === 'wrongroom') return;
+    if (rtc.state === 'wrongroom' || attempt !== joinAttempt || pc !== rtc.pc) return;
     send({ type: 'offer', sdp: pc.localDescription.sdp });
   }
 
   async function onOffer(message) {
     if (rtc.pc && rtc.pc.remoteDescription) {
-      // A new party entered the room after the previous one left: start over.
-      closePeerConnection();
+      // A new party entered the room after the previous one left without a word: start over.
+      closePeerConnection(true);
       logChat('system', 'A new party joined the call.');
+    } else if (!ui.peerLeft.hidden) {
+      logChat('system', 'The other party joined the call.');
     }
     const stream = await mediaReady;
     const pc = rtc.pc || createPeerConnection(stream);
@@ -281,8 +389,10 @@
     await addPendingCandidates(pc);
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
+    if (pc !== rtc.pc) return;
     send({ type: 'answer', sdp: pc.localDescription.sdp });
     ui.invite.hidden = true;
+    ui.peerLeft.hidden = true;
     setState('in-call');
   }
 
@@ -294,6 +404,11 @@
     }
     await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
     await addPendingCandidates(pc);
+    if (pc !== rtc.pc) return;
+    ui.invite.hidden = true;
+    ui.peerLeft.hidden = true;
+    // Entered: a reload of this tab re-enters this room (and keeps whether this tab created it).
+    rememberRoom(rtc.room, createdHere);
     setState('in-call');
   }
 
@@ -369,6 +484,13 @@
     setTimeout(() => { ui.copyInvite.textContent = 'Copy'; }, 1500);
   });
   ui.inviteLink.addEventListener('focus', () => ui.inviteLink.select());
+
+  // A reload, a closed tab or a navigation away: tell the other side, which shows the invite again.
+  window.addEventListener('pagehide', sayBye);
+  // Back from the back/forward cache, the signaling connection is gone: join afresh.
+  window.addEventListener('pageshow', (event) => {
+    if (event.persisted) location.reload();
+  });
 
   ui.unmute.addEventListener('click', () => {
     ui.remoteVideo.muted = false;

@@ -10,6 +10,13 @@
 // that `joined` and answer it. `offer`, `answer` and `candidate` go to that one peer (`to: [id]`);
 // `chat` goes to everyone (`to: "all"`).
 //
+// The four server events (`authenticated`, `joined`, `left`, `error`) never carry a `from`: one
+// that does was sent by a member, and is ignored (rtcserver refuses them anyway; another server of
+// the protocol might relay them). When this page's own connection ends under it (its peer crashed,
+// the server stopped), the others have already closed their calls with it: the page closes its
+// side too, says what happened and offers to join again. A full room's message links to the next
+// room of the same name (`standup` -> `standup-2`, `standup-2` -> `standup-3`).
+//
 // ?stun=stun:host:port adds a STUN server; by default none is used (host candidates only, which is
 // enough on localhost and a LAN).
 //
@@ -23,6 +30,7 @@
   const ui = {
     full: $('full'),
     fullText: $('full-text'),
+    fullOther: $('full-other'),
     error: $('error'),
     errorText: $('error-text'),
     roomName: $('room-name'),
@@ -81,6 +89,21 @@
     failed: 'failed',
     closed: 'closed',
   };
+  // Events only the server sends: a message that says it comes `from` a member is not one of them.
+  const SERVER_EVENTS = ['authenticated', 'joined', 'left', 'error'];
+  // What a close of this page's own connection means (close-codes.md).
+  const CLOSE_WORDS = {
+    1001: 'the server is shutting down',
+    1006: 'the connection to the server was lost',
+    1011: 'the server\'s process for this page crashed',
+  };
+  function closeWords(event) {
+    // 1011 is also every peer's when the supervisor of all connections went down.
+    const words = event.code === 1011 && event.reason === 'supervisor down'
+      ? 'the server\'s supervisor of every connection went down'
+      : CLOSE_WORDS[event.code] || 'the server closed the connection (code ' + event.code + ')';
+    return event.reason ? words + ' (' + event.reason + ')' : words;
+  }
   const ERROR_WORDS = {
     invalid_message: 'The server did not understand a message from this page.',
   };
@@ -91,8 +114,9 @@
     const inRoom = state === 'in-room';
     ui.chatInput.disabled = !inRoom;
     ui.chatSend.disabled = !inRoom;
-    ui.leave.disabled = !(inRoom || state === 'left');
-    ui.leave.textContent = state === 'left' ? 'Join again' : 'Leave';
+    const out = state === 'left' || state === 'closed';
+    ui.leave.disabled = !(inRoom || out);
+    ui.leave.textContent = out ? 'Join again' : 'Leave';
     updateCount();
   }
 
@@ -162,6 +186,10 @@
       if (!message || typeof message !== 'object' || typeof message.event !== 'string') return;
       const data = message.data;
       const from = message.from === undefined || message.from === null ? null : String(message.from);
+      if (SERVER_EVENTS.includes(message.event) && 'from' in message) {
+        console.warn('ignoring a server event sent by a member', message);
+        return;
+      }
       switch (message.event) {
         case 'authenticated': onAuthenticated(data || {}); break;
         case 'joined': onJoined(data || {}); break;
@@ -185,11 +213,14 @@
         return;
       }
       const wasIn = rtc.state === 'in-room';
+      // The server has told everyone else that this page left, and they closed their calls with it.
+      closeAll();
       setState('closed');
       if (wasIn) {
-        logPeople('system', 'Lost the connection to the server.');
-        showError('Lost the connection to the server: the calls that are up go on, but nobody new can reach ' +
-          'you. Reload the page to join again.');
+        const why = closeWords(event);
+        logPeople('system', 'You are out of the room: ' + why + '.');
+        showError('You are out of the room: ' + why + '. The others have ended their calls with you. ' +
+          'Press "Join again" to come back.');
       } else {
         showError('Could not reach the server at ' + signalingUrl() + '.');
       }
@@ -249,9 +280,19 @@
     }
   }
 
+  // The room to suggest when this one is full: the same name with the next number.
+  function nextRoomName(name) {
+    const m = /^(.*)-([0-9]{1,6})$/.exec(name);
+    const suffix = '-' + (m ? Number(m[2]) + 1 : 2);
+    return (m ? m[1] : name).slice(0, 64 - suffix.length) + suffix;
+  }
+
   function refused(text) {
     if (rtc.state === 'full') return;
     ui.fullText.textContent = text;
+    const other = nextRoomName(roomName);
+    ui.fullOther.href = '/' + other + location.search;
+    ui.fullOther.textContent = 'Open room ' + other + ' instead';
     ui.full.hidden = false;
     ui.roomName.textContent = roomName;
     // Nothing of the call happens on this page: keep only the message and the status line.
@@ -558,6 +599,15 @@
   ui.leave.addEventListener('click', () => {
     if (rtc.state === 'left') {
       location.reload();
+      return;
+    }
+    if (rtc.state === 'closed') {
+      // The camera is still on: only the signaling connection is new (and a new peer id with it).
+      ui.error.hidden = true;
+      rtc.id = null;
+      logPeople('system', 'Joining again…');
+      setState('connecting');
+      connectSignaling();
       return;
     }
     setState('left');

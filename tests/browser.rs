@@ -73,16 +73,22 @@ fn run_script(script: &str) {
     println!("{script}: {}", summary.unwrap_or_default());
 }
 
+/// README "The demo page": the call, then a reload of the host mid-call, a page leaving (the other
+/// shows it within 2 s, with the invite), the invite followed again, a crashed renderer.
 #[test]
 fn two_browsers_make_a_call_on_the_demo_page() {
     run_script("call.mjs");
 }
 
+/// README "The demo page" (named rooms): the mesh call, the full room's link to the next room, a
+/// participant's own peer crash and its "Join again", forged server events ignored.
 #[test]
 fn three_browsers_make_a_mesh_call_in_a_named_room() {
     run_script("rooms.mjs");
 }
 
+/// README "Testing your client against crashes": the observer page draws the tree, crashes a child,
+/// loads with no console error, shows the server stopped within 2 s of SIGTERM and live once back.
 #[test]
 fn the_observer_page_draws_the_tree_and_crashes_a_child() {
     run_script("observer.mjs");

@@ -42,7 +42,7 @@ pub fn route(handle: &ServerHandle, req: &Request, client: SocketAddr) -> Reply 
     let response = match (req.path.as_str(), get) {
         (path, true) if is_page_path(path) => {
             Response::new(200, "text/html; charset=utf-8", OBSERVER_PAGE)
-                .with_header("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'")
+                .with_header("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'")
         }
         ("/tree", true) => Response::json(200, &view::tree(handle)),
         ("/metrics", true) => Response::new(

@@ -7,9 +7,13 @@
 // Starts two separate headless Chromium processes (fresh profiles, fake camera and microphone),
 // opens the demo page in A, follows A's invite link in B, and checks that the call connects, both
 // remote videos show the moving fake-camera picture, chat lines go both ways, and a third page that
-// follows the same invite gets "This room does not exist or is full". Saves A.png and B.png (and the
-// remote video crops, console logs) into --out. Ends with one line "N passed, M failed"; exits 1 on
-// any failure.
+// follows the same invite gets "This room does not exist or is full". Then what a demo does to a call
+// (README "The demo page"): A, the host, reloads mid-call and both are connected again with moving
+// video; B leaves and A shows within 2 s that it left, with the invite link; B follows the invite
+// again and the call is back; B's renderer crashes (no goodbye) and A shows the call lost; A, now
+// alone, reloads and gets a new room (the old one is gone), and so does a guest left alone. Saves
+// A.png and B.png (and A-left.png, the remote video crops, console logs) into --out. Ends with one
+// line "N passed, M failed"; exits 1 on any failure.
 //
 // Options:
 //   --base URL          the server to test (default http://127.0.0.1:30000)
@@ -269,6 +273,12 @@ async function run() {
       });
     }
 
+    if (connected) {
+      await recovery(pageA, pageB, ctxB, invite);
+    } else {
+      skip('what a demo does to a call (reload, leave, crash)', 'the call did not connect');
+    }
+
     await check('no uncaught errors in the pages', async () => {
       const errors = [...pageA.pageErrors().map((e) => `A ${e}`), ...pageB.pageErrors().map((e) => `B ${e}`)];
       assert(errors.length === 0, errors.join('; '));
@@ -279,9 +289,157 @@ async function run() {
   }
 }
 
+const isConnected = () => window.rtc && window.rtc.pc && window.rtc.pc.connectionState === 'connected';
+
+/** Waits until `page`'s call is connected over another RTCPeerConnection than the one it had when
+ *  `markOld` ran (so a connection that has not noticed the change yet does not count). */
+async function markOld(page) {
+  await page.evaluate(() => { window.oldPc = window.rtc.pc; });
+}
+const connectedAnew = () => window.rtc && window.rtc.pc && window.rtc.pc !== window.oldPc &&
+  window.rtc.pc.connectionState === 'connected';
+
+async function bothConnected(pageA, pageB, what) {
+  try {
+    await Promise.all([
+      pageA.waitForFunction(connectedAnew, null, { timeout: opts.timeout, polling: 100 }),
+      pageB.waitForFunction(connectedAnew, null, { timeout: opts.timeout, polling: 100 }),
+    ]);
+  } catch (err) {
+    throw new Error(`${what}: not connected again: A ${JSON.stringify(await rtcSnapshot(pageA))}, ` +
+      `B ${JSON.stringify(await rtcSnapshot(pageB))}`);
+  }
+  await Promise.all([pageA, pageB].map((p) => p.waitForFunction(
+    () => document.querySelector('#remote-video').videoWidth > 0, null, { timeout: 10000 })));
+  await remoteVideoLive(pageA);
+  await remoteVideoLive(pageB);
+}
+
+/** A shows that the other party left, within `ms`: the notice, the invite link of its room again,
+ *  no remote video, the chat closed. */
+async function showsLeft(pageA, invite, ms, words) {
+  const t0 = Date.now();
+  await pageA.locator('#peer-left').waitFor({ state: 'visible', timeout: ms });
+  const took = Date.now() - t0;
+  const notice = (await pageA.textContent('#peer-left')).trim();
+  assert(words.test(notice), `the notice says ${JSON.stringify(notice)}`);
+  assert(await pageA.locator('#invite').isVisible(), 'the invite link is not shown again');
+  const link = await pageA.inputValue('#invite-link');
+  assert(link === invite, `the invite link is ${JSON.stringify(link)}, expected ${invite}`);
+  const snap = await pageA.evaluate(() => ({
+    state: window.rtc.state,
+    pc: window.rtc.pc,
+    remote: document.querySelector('#remote-video').srcObject,
+    chat: document.querySelector('#chat-input').disabled,
+    words: document.querySelector('#signal-state').textContent,
+  }));
+  assert(snap.state === 'waiting' && snap.words === 'waiting for the other party',
+    `A's state is ${snap.state} (${JSON.stringify(snap.words)})`);
+  assert(snap.pc === null && snap.remote === null, 'A still has a peer connection or a remote video');
+  assert(snap.chat, 'A\'s chat is still open with nobody to read it');
+  return took;
+}
+
+async function recovery(pageA, pageB, ctxB, invite) {
+  const room = invite.replace(/^.*\?room=/, '');
+
+  // README "The demo page": a reload of either side re-enters the room.
+  const back = await check('A (the host) reloads mid-call: it re-enters its room and both are connected again, with moving video', async () => {
+    await markOld(pageB);
+    const t0 = Date.now();
+    await pageA.reload({ timeout: 10000 });
+    assert(pageA.url().endsWith(`/?room=${room}`), `A's address after the reload is ${pageA.url()}`);
+    await bothConnected(pageA, pageB, 'after A reloaded');
+    const snap = await rtcSnapshot(pageA);
+    assert(String(snap.room) === room && snap.state === 'in-call', `A: ${JSON.stringify(snap)}`);
+    assert(await pageA.locator('#wrongroom').isHidden(), 'A shows WRONGROOM');
+    return `connected and moving again ${((Date.now() - t0) / 1000).toFixed(1)} s after the reload`;
+  });
+  if (back) {
+    await check('chat goes both ways after the reload', async () => {
+      await sendChat(pageA, pageB, 'A is back');
+      await sendChat(pageB, pageA, 'welcome back');
+    });
+  } else {
+    skip('chat goes both ways after the reload', 'the call did not come back');
+  }
+
+  // README "The demo page": the page left behind says so and offers the invite again.
+  await check('B leaves (navigates away): A shows within 2 s that it left, with the invite link, and no video', async () => {
+    await pageB.goto('about:blank');
+    const took = await showsLeft(pageA, invite, 2000, /other party left/);
+    await pageA.screenshot({ path: path.join(outDir, 'A-left.png'), fullPage: true });
+    return `after ${took} ms`;
+  });
+
+  await check('B follows the invite again: the call is back', async () => {
+    await markOld(pageA);
+    await pageB.goto(invite, { timeout: 10000 });
+    await pageB.evaluate(() => { window.oldPc = null; });
+    await bothConnected(pageA, pageB, 'after B came back');
+    assert(await pageA.locator('#peer-left').isHidden(), 'A still says the other party left');
+    assert(await pageA.locator('#invite').isHidden(), 'A still shows the invite');
+  });
+
+  // No goodbye: the peer connection's failure tells A instead.
+  await check('B\'s renderer crashes (no goodbye): A shows within 25 s that the connection was lost, with the invite', async () => {
+    const cdp = await ctxB.newCDPSession(pageB);
+    const t0 = Date.now();
+    cdp.send('Page.crash').catch(() => {});
+    const took = await showsLeft(pageA, invite, 25000, /connection to the other party was lost/);
+    return `after ${((took || Date.now() - t0) / 1000).toFixed(1)} s`;
+  });
+
+  // Alone in its room, A's reload empties it (the server forgets an empty room): A starts a new one.
+  await check('A, alone in its room, reloads: the room is gone, A gets a new room and its invite (no WRONGROOM)', async () => {
+    await pageA.reload({ timeout: 10000 });
+    await pageA.waitForFunction((old) => window.rtc && window.rtc.state !== 'joining' && window.rtc.state !== 'connecting' &&
+      window.rtc.room !== null && String(window.rtc.room) !== old, room, { timeout: 10000 });
+    const snap = await rtcSnapshot(pageA);
+    assert(snap.state === 'waiting', `A: ${JSON.stringify(snap)}`);
+    assert(await pageA.locator('#wrongroom').isHidden(), 'A shows WRONGROOM');
+    const link = await pageA.inputValue('#invite-link');
+    assert(link.endsWith(`/?room=${snap.room}`) && pageA.url() === link,
+      `the invite is ${link}, the address ${pageA.url()}, the room ${snap.room}`);
+    return `room ${room} -> ${snap.room}`;
+  });
+
+  // The same for a guest: left alone in the room it entered, its reload finds the room gone.
+  await check('a guest left alone in its room reloads: it gets a new room and its invite (no WRONGROOM)', async () => {
+    const guest = await browsers.newPage(ctxB, 'B2');
+    let step = 'enters A\'s room';
+    try {
+      const link = await pageA.inputValue('#invite-link');
+      const entered = link.replace(/^.*\?room=/, '');
+      await guest.goto(link, { timeout: 10000 });
+      await guest.waitForFunction(() => window.rtc && window.rtc.state === 'in-call', null, { timeout: 10000 });
+      step = 'shows A left';
+      await pageA.goto('about:blank');
+      await guest.locator('#peer-left').waitFor({ state: 'visible', timeout: 5000 });
+      step = 'reloads';
+      await guest.reload({ timeout: 10000 });
+      await guest.waitForFunction((old) => window.rtc && (window.rtc.state === 'wrongroom' ||
+        (['waiting', 'in-call'].includes(window.rtc.state) && String(window.rtc.room) !== old)), entered, { timeout: 10000 });
+      const snap = await rtcSnapshot(guest);
+      assert(snap.state === 'waiting', `the guest: ${JSON.stringify(snap)}`);
+      assert(await guest.locator('#wrongroom').isHidden(), 'the guest shows WRONGROOM');
+      const invite = await guest.inputValue('#invite-link');
+      assert(invite.endsWith(`/?room=${snap.room}`) && guest.url() === invite,
+        `the invite is ${invite}, the address ${guest.url()}, the room ${snap.room}`);
+      return `room ${entered} -> ${snap.room}`;
+    } catch (err) {
+      throw new Error(`the guest ${step}: ${err.message.split('\n')[0]}; the guest ${JSON.stringify(await rtcSnapshot(guest))}, ` +
+        `A ${JSON.stringify(await rtcSnapshot(pageA))}`);
+    } finally {
+      guest.flushLog();
+      await guest.close();
+    }
+  });
+}
+
 async function cleanup() {
   await browsers.close();
   await stopBinary(server, 3000).catch(() => {});
 }
 
-await runToEnd({ run, cleanup, outDir, limitMs: 180000 });
+await runToEnd({ run, cleanup, outDir, limitMs: 240000 });

@@ -9,8 +9,11 @@
 // (the four static children, both rooms, the four peers), then clicks the crash button of a room
 // and of a peer and checks what the page shows and what the peers see: the room restarts and its
 // members still relay; the crashed peer's connection closes with 1011. Saves observer.png (and
-// the console log) into --out and checks it is not blank. Ends with one line "N passed,
-// M failed"; exits 1 on any failure.
+// the console log) into --out and checks it is not blank. The page must load with no console
+// error. With --server-bin, it then stops the server with SIGTERM (the page must show it stopped
+// within 2 s, no badge left green; observer-stopped.png) and starts it again on the same ports (the
+// page must be live again and draw the new tree). Ends with one line "N passed, M failed"; exits
+// 1 on any failure.
 //
 // Options:
 //   --server-bin PATH   start this rtcserver binary on free 127.0.0.1 ports (overrides the two below)
@@ -42,10 +45,13 @@ const outDir = outputDir(opts.out, 'rtc-observer');
 // ---- Server (optional) ---------------------------------------------------------------------
 
 let server = null;
+let serverArgs = null;
+let serverPorts = null;
 
 async function startServer() {
   const [port, adminPort] = [await freePort(), await freePort()];
   const args = ['--bind', '127.0.0.1', '--port', String(port), '--admin-bind', `127.0.0.1:${adminPort}`];
+  [serverArgs, serverPorts] = [args, [port, adminPort]];
   server = await startBinary(opts.serverBin, args, [port, adminPort], path.join(outDir, 'server.log'));
   opts.admin = `http://127.0.0.1:${adminPort}`;
   opts.server = `ws://127.0.0.1:${port}`;
@@ -165,6 +171,12 @@ async function run() {
   });
   if (!drawn) return;
 
+  // README "The observer page": a page that logs errors on every load is not one to demo with.
+  await check('the page loaded with no console error (its icon is allowed by the admin API\'s CSP)', async () => {
+    const errors = consoleLines.filter((l) => l.startsWith('[error]') || l.startsWith('[pageerror]'));
+    assert(errors.length === 0, errors.join('; '));
+  });
+
   await check('the crash button of a room: the page shows the crash and the restart, the members still relay', async () => {
     const room = `room:${rooms[0]}`;
     await page.click(`.row[data-id="${room}"] button.crash`);
@@ -216,6 +228,46 @@ async function run() {
   });
 
   await peersPage.evaluate(() => Object.values(window.peers).forEach((p) => p.ws.close()));
+
+  if (opts.serverBin) await stopAndStart(page);
+}
+
+// README "The observer page": a stopped server shows as stopped, and a restarted one as live.
+async function stopAndStart(page) {
+  const stopped = await check('SIGTERM: the server exits 0 and the page shows it stopped within 2 s, no badge left green', async () => {
+    const t0 = Date.now();
+    const shown = page.waitForFunction(() => window.observer.gone && !window.observer.live, null,
+      { timeout: 5000, polling: 50 }).then(() => Date.now() - t0);
+    const how = await stopBinary(server, 5000);
+    server = null; // stopped here: the cleanup has nothing to stop or report
+    assert(how === 0, `the server ${how}`);
+    const took = await shown;
+    assert(took <= 2000, `the page showed it after ${took} ms`);
+    const words = await page.textContent('#live-text');
+    // "server stopped" after the `stopped` event, "server stopped or unreachable" when the stream
+    // ends without it (the binary can exit before writing it).
+    assert(/^server stopped/.test(words), `the header says ${JSON.stringify(words)}`);
+    const colours = await page.evaluate(() => Array.from(document.querySelectorAll('#tree .badge[class*="status-"]'),
+      (b) => [b.textContent, getComputedStyle(b).backgroundColor]));
+    const green = colours.filter(([t, bg]) => t === 'running' || bg === 'rgb(234, 250, 240)');
+    assert(colours.length > 0 && green.length === 0, `badges still running: ${JSON.stringify(green)}`);
+    await page.mouse.move(0, 0);
+    await page.screenshot({ path: path.join(outDir, 'observer-stopped.png'), fullPage: true });
+    return `after ${took} ms: ${JSON.stringify(words)}`;
+  });
+  if (!stopped) return;
+  await check('the server starts again on the same ports: the page is live again within 5 s with the new tree', async () => {
+    server = await startBinary(opts.serverBin, serverArgs, serverPorts, path.join(outDir, 'server-again.log'));
+    const t0 = Date.now();
+    await page.waitForFunction(() => window.observer.live && !window.observer.gone, null, { timeout: 5000, polling: 50 });
+    await page.locator('.row[data-id="rtcserver_sup"] .badge.status-running', { hasText: 'running' })
+      .waitFor({ timeout: 5000 });
+    const rooms = await page.locator('.row[data-id^="room:"]').count();
+    assert(rooms === 0, `the new tree still shows ${rooms} rooms of the old server`);
+    const words = await page.textContent('#live-text');
+    assert(words === 'live', `the header says ${JSON.stringify(words)}`);
+    return `live again ${Date.now() - t0} ms after the server listened`;
+  });
 }
 
 async function cleanup() {
