@@ -41,6 +41,19 @@ pub enum Event {
 pub struct Events {
     subscribers: Mutex<Vec<async_channel::Sender<Event>>>,
     count: AtomicUsize,
+    /// Streams to outside readers (`GET /events`) still writing; see [`Events::stream_opened`].
+    streams: AtomicUsize,
+    stream_ended: event_listener::Event,
+}
+
+/// Held by a stream of events to an outside reader for as long as it writes.
+pub struct StreamGuard<'a>(&'a Events);
+
+impl Drop for StreamGuard<'_> {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::AcqRel);
+        self.0.stream_ended.notify(usize::MAX);
+    }
 }
 
 impl Events {
@@ -60,6 +73,27 @@ impl Events {
         subs.push(tx);
         self.count.store(subs.len(), Ordering::Release);
         rx
+    }
+
+    /// A stream to an outside reader starts: the process does not exit before it has written
+    /// its last words (the `stopped` event), see [`until_streams_end`](Self::until_streams_end).
+    pub fn stream_opened(&self) -> StreamGuard<'_> {
+        self.streams.fetch_add(1, Ordering::AcqRel);
+        StreamGuard(self)
+    }
+
+    /// Resolves once no stream to an outside reader is writing.
+    pub async fn until_streams_end(&self) {
+        loop {
+            if self.streams.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            let listener = self.stream_ended.listen();
+            if self.streams.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            listener.await;
+        }
     }
 
     pub fn publish(&self, event: Event) {

@@ -8,12 +8,14 @@ use crate::mailbox::{Control, Inbox, Mailbox, PeerRef};
 use crate::registry::{PeerId, Registry, RegistryMsg, RoomKey};
 use crate::rooms_sup::{NamedRooms, Rooms};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use futures_lite::FutureExt;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 use supervisors::{
     ChildInfo, ChildKind, ChildStatus, DynamicSupervisor, Escalation, FixedSupervisor,
     RestartIntensity, StopReason, SupervisorEvent,
@@ -714,6 +716,14 @@ impl ServerHandle {
             None => Ok(()),
         };
         self.shared.until_torn_down().await;
+        // Event streams write `stopped` once the teardown is done; give them a moment to, so
+        // that a process that exits next does not cut them off (bounded: a reader that does not
+        // read is not waited for).
+        self.shared
+            .events
+            .until_streams_end()
+            .or(crate::deadline::after(Duration::from_secs(1)))
+            .await;
         outcome
     }
 }

@@ -574,3 +574,31 @@ fn the_observer_page_is_served_at_the_root() {
         s.assert_clean().await;
     });
 }
+
+/// docs/admin-api.md, `GET /events`: `stopped` is the last event, also when the binary exits on
+/// SIGTERM right after its teardown.
+#[test]
+fn the_event_stream_says_stopped_before_the_binary_exits_on_sigterm() {
+    let mut bin = Binary::start(&[
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--admin-bind",
+        "127.0.0.1:0",
+    ]);
+    let (_, admin) = bin.addresses();
+    run(async {
+        let mut events = Sse::open(admin).await;
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &bin.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        events
+            .until("the stopped event", |e| e["type"] == "stopped")
+            .await;
+    });
+    let (code, log) = bin.exit_code(WAIT);
+    assert_eq!(code, Some(0), "{log:#?}");
+}

@@ -43,6 +43,8 @@ fn frame(out: &mut String, event: &Event) {
 pub async fn stream(handle: &ServerHandle, mut stream: TcpStream) {
     // Subscribed before the head is sent: a client that has read the head misses nothing.
     let events = handle.shared.events.subscribe_bounded(BACKLOG);
+    // The binary waits (bounded) for this stream's `stopped` before it exits.
+    let _writing = handle.shared.events.stream_opened();
     let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\nretry: 1000\n: subscribed\n\n";
     if !write_bounded(&mut stream, head.as_bytes()).await {
         return;
