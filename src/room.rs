@@ -211,8 +211,11 @@ impl Room {
         auth: &AuthData,
         announced: &mut Announced,
     ) -> Result<Vec<PeerId>, Refusal> {
-        self.retire_dead(named, announced);
+        // One look at who is alive, for both the retiring and the hooks: a member that dies
+        // between two looks would be neither announced gone nor counted (and its `left` would
+        // then reach the others after the newcomer's `joined`).
         let members = self.members();
+        self.retire_dead(named, announced, &members);
         named.hooks.on_join(&named.context, &members, auth)?;
         if !self.registry.reg(&self.key, peer) {
             return Err(Refusal::new("peer_gone"));
@@ -233,8 +236,8 @@ impl Room {
     /// Whoever removes a registration reports it: the room here (the registry process then
     /// finds nothing to remove and sends no `Leave`), or the registry process, whose `Leave`
     /// is then ignored.
-    fn retire_dead(&self, named: &NamedRoom, announced: &mut Announced) {
-        for gone in announced.gone(&self.members()) {
+    fn retire_dead(&self, named: &NamedRoom, announced: &mut Announced, alive: &[PeerId]) {
+        for gone in announced.gone(alive) {
             let removed_here = self.registry.unreg(&self.key, gone);
             if removed_here {
                 self.events.publish(Event::Left {
