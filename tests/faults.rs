@@ -244,7 +244,15 @@ fn random_drops_repeat_with_the_seed() {
             first.len()
         );
         assert_eq!(lossy_run(42).await, first, "the same seed, the same drops");
-        assert_ne!(lossy_run(43).await, first, "another seed, other drops");
+        let other = lossy_run(43).await;
+        eprintln!(
+            "seed 42: {} dropped, first {:?}; seed 43: {} dropped, first {:?}",
+            first.len(),
+            &first[..5],
+            other.len(),
+            &other[..5]
+        );
+        assert_ne!(other, first, "another seed, other drops");
     });
 }
 
@@ -413,6 +421,253 @@ fn rules_are_managed_on_the_admin_api() {
         assert!(fault_log(&s).await.is_empty());
         a.close().await;
         b.close().await;
+        s.assert_clean().await;
+    });
+}
+
+/// One run of 20 answers under a 40 ± 30 ms delay with `seed`: the delays drawn, from the log.
+async fn jitter_run(seed: u64) -> Vec<u64> {
+    let s = server_with(|c| c.fault_seed = Some(seed));
+    let ((mut a, mut b), (c, d)) = two_pairs(&s).await;
+    add_rule(
+        &s,
+        json!({"name": "jitter", "action": "delay", "params": {"ms": 40, "jitter_ms": 30},
+               "match": {"room": "#1", "type": "answer"}}),
+    )
+    .await;
+    for i in 0..20 {
+        let sent = Instant::now();
+        a.send(&format!(r#"{{"type":"answer","n":{i}}}"#)).await;
+        assert_eq!(b.recv_json().await["n"], i, "in order");
+        let took = sent.elapsed();
+        assert!(took >= Duration::from_millis(10), "{took:?}");
+    }
+    let delays: Vec<u64> = fault_log(&s)
+        .await
+        .iter()
+        .map(|r| r["params"]["delay_ms"].as_u64().expect("delay_ms"))
+        .collect();
+    for client in [a, b, c, d] {
+        client.close().await;
+    }
+    s.assert_clean().await;
+    delays
+}
+
+/// docs/faults.md, "Actions" (delay's jitter) and "Determinism": the drawn delays stay within
+/// ms ± jitter_ms, and repeat exactly with the seed.
+#[test]
+fn jitter_stays_in_bounds_and_repeats_with_the_seed() {
+    run(async {
+        let first = jitter_run(9).await;
+        assert_eq!(first.len(), 20);
+        assert!(first.iter().all(|d| (10..=70).contains(d)), "{first:?}");
+        assert!(first.iter().any(|d| *d != first[0]), "drawn: {first:?}");
+        assert_eq!(jitter_run(9).await, first);
+    });
+}
+
+/// docs/faults.md, "Rule format" (`direction`): an upstream rule decides once per message, for
+/// every receiver; its stream's receiver is `*`.
+#[test]
+fn an_upstream_rule_decides_once_for_all_receivers() {
+    run(async {
+        let s = server_with(|c| c.default_max_peers = 3);
+        let mut p1 = RoomPeer::join(&s, "trio").await;
+        let mut p2 = RoomPeer::join(&s, "trio").await;
+        p1.expect_event("joined").await;
+        let mut p3 = RoomPeer::join(&s, "trio").await;
+        p1.expect_event("joined").await;
+        p2.expect_event("joined").await;
+        add_rule(
+            &s,
+            json!({"name": "up", "action": "drop", "match": {"from": "#1", "direction": "upstream",
+                                                            "type": "candidate", "every": 2}}),
+        )
+        .await;
+        for i in 1..=4 {
+            p1.send(json!({"event": "candidate", "data": {"n": i}}))
+                .await;
+        }
+        p1.send(json!({"event": "done", "data": {}})).await;
+        for p in [&mut p2, &mut p3] {
+            assert_eq!(p.recv_json().await["data"]["n"], 1);
+            assert_eq!(p.recv_json().await["data"]["n"], 3);
+            assert_eq!(p.recv_json().await["event"], "done");
+        }
+        let log = fault_log(&s).await;
+        let got: Vec<(&str, u64)> = log
+            .iter()
+            .map(|r| {
+                (
+                    r["key"].as_str().unwrap_or(""),
+                    r["index"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [("rooms/#1/#1>*/upstream", 2), ("rooms/#1/#1>*/upstream", 4)]
+        );
+        // `to` has no meaning before the message is addressed.
+        let refused = post(
+            admin(&s),
+            "/faults",
+            r##"{"name":"x","action":"drop","match":{"direction":"upstream","to":"#2"}}"##,
+        )
+        .await
+        .expect(400)
+        .json();
+        assert_eq!(refused["field"], "match.to");
+        for p in [p1, p2, p3] {
+            p.client.close().await;
+        }
+        s.assert_clean().await;
+    });
+}
+
+/// docs/faults.md, "Order": a delayed message waits outside the room's process: crashing the
+/// room while an answer is held still delivers it, once.
+#[test]
+fn a_held_answer_survives_a_crash_of_its_room() {
+    run(async {
+        let s = server();
+        let (mut a, mut b, room) = pair(&s).await;
+        add_rule(
+            &s,
+            json!({"name": "late", "action": "delay", "params": {"ms": 400},
+                   "match": {"type": "answer"}}),
+        )
+        .await;
+        a.send(r#"{"type":"answer","held":true}"#).await;
+        s.event("the answer's delay", |e| {
+            matches!(e, rtcserver::Event::Fault(_))
+        })
+        .await;
+        let held = get(admin(&s), "/faults").await.expect(200).json();
+        assert_eq!(held["held"], 1, "{held}");
+        crash(&s, &format!("room:{room}")).await;
+        s.event("the room's restart", |e| {
+            matches!(e, rtcserver::Event::Supervision(supervisors::SupervisorEvent::Restarted { child, .. }) if *child == format!("room:{room}"))
+        })
+        .await;
+        assert_eq!(b.recv_text().await, r#"{"type":"answer","held":true}"#);
+        a.send(r#"{"type":"candidate","after":true}"#).await;
+        assert_eq!(
+            b.recv_json().await["after"],
+            true,
+            "one answer, then what follows"
+        );
+        assert_eq!(
+            get(admin(&s), "/faults").await.expect(200).json()["held"],
+            0
+        );
+        a.close().await;
+        b.close().await;
+        s.assert_clean().await;
+    });
+}
+
+/// docs/flags.md (`--faults`, `--fault-seed`) and docs/faults.md, "Start-up": rules from a file
+/// are in force from the start; a drawn seed is logged; a bad file stops the start with the field.
+#[test]
+fn the_binary_takes_a_rules_file_and_a_seed() {
+    let dir = std::env::temp_dir().join(format!("rtcserver-faults-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let good = dir.join("good.json");
+    std::fs::write(
+        &good,
+        r#"[{"name":"late","action":"delay","params":{"ms":10}}]"#,
+    )
+    .expect("write");
+    let mut bin = Binary::start(&[
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--admin-bind",
+        "127.0.0.1:0",
+        "--faults",
+        good.to_str().expect("utf-8 path"),
+    ]);
+    let seed_line = bin.wait_for_line("fault seed ");
+    let seed: u64 = seed_line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{seed_line}"));
+    let (_, admin) = bin.addresses();
+    let faults = futures_lite::future::block_on(get(admin, "/faults"))
+        .expect(200)
+        .json();
+    assert_eq!(faults["seed"], seed);
+    assert_eq!(faults["rules"][0]["name"], "late");
+    let mut seeded = Binary::start(&[
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--admin-bind",
+        "127.0.0.1:0",
+        "--fault-seed",
+        "77",
+    ]);
+    let (_, admin) = seeded.addresses();
+    let faults = futures_lite::future::block_on(get(admin, "/faults"))
+        .expect(200)
+        .json();
+    assert_eq!(faults["seed"], 77);
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"[{"name":"a","action":"drop"},{"name":"b","action":"drop","match":{"every":0}}]"#,
+    )
+    .expect("write");
+    let mut refused = Binary::start(&["--port", "0", "--faults", bad.to_str().expect("utf-8")]);
+    let (code, log) = refused.exit_code(WAIT);
+    assert_eq!(code, Some(1), "{log:#?}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("rules[1].match.every: must be at least 1")),
+        "{log:#?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// docs/faults.md, "Order": a later message of the same stream that the rule does not delay
+/// still waits behind a delayed one; a message of another stream does not.
+#[test]
+fn a_delayed_message_is_not_overtaken_on_its_stream() {
+    run(async {
+        let s = server();
+        let ((mut a, mut b), (c, d)) = two_pairs(&s).await;
+        add_rule(
+            &s,
+            json!({"name": "second", "action": "delay", "params": {"ms": 200},
+                   "match": {"room": "#1", "type": "answer", "after": 1, "count": 1}}),
+        )
+        .await;
+        let sent = Instant::now();
+        for n in 1..=3 {
+            a.send(&format!(r#"{{"type":"answer","n":{n}}}"#)).await;
+        }
+        a.send(r#"{"type":"candidate","n":4}"#).await;
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            order.push(b.recv_json().await["n"].as_u64().unwrap_or(0));
+        }
+        assert_eq!(
+            order,
+            [1, 4, 2, 3],
+            "answer 3 waits behind answer 2; the candidate does not"
+        );
+        assert!(sent.elapsed() >= Duration::from_millis(200));
+        let log = fault_log(&s).await;
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0]["index"], 2);
+        for client in [a, b, c, d] {
+            client.close().await;
+        }
         s.assert_clean().await;
     });
 }
