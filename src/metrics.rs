@@ -116,6 +116,8 @@ pub struct Gauges {
     pub peers: usize,
     pub rooms: usize,
     pub registrations: usize,
+    /// Messages a fault rule delays, not yet delivered.
+    pub faults_held: usize,
 }
 
 impl Metrics {
@@ -286,6 +288,12 @@ impl Metrics {
                 )
             })
             .collect();
+        metric(
+            "rtcserver_faults_held",
+            "gauge",
+            "Messages delayed by fault rules and not yet delivered.",
+            &plain(gauges.faults_held as u64),
+        );
         metric(
             "rtcserver_faults_injected_total",
             "counter",

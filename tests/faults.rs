@@ -546,6 +546,8 @@ fn a_held_answer_survives_a_crash_of_its_room() {
         .await;
         let held = get(admin(&s), "/faults").await.expect(200).json();
         assert_eq!(held["held"], 1, "{held}");
+        let metrics = get(admin(&s), "/metrics").await.expect(200).body;
+        assert!(metrics.contains("\nrtcserver_faults_held 1\n"), "{metrics}");
         crash(&s, &format!("room:{room}")).await;
         s.event("the room's restart", |e| {
             matches!(e, rtcserver::Event::Supervision(supervisors::SupervisorEvent::Restarted { child, .. }) if *child == format!("room:{room}"))
@@ -562,6 +564,8 @@ fn a_held_answer_survives_a_crash_of_its_room() {
             get(admin(&s), "/faults").await.expect(200).json()["held"],
             0
         );
+        let metrics = get(admin(&s), "/metrics").await.expect(200).body;
+        assert!(metrics.contains("\nrtcserver_faults_held 0\n"), "{metrics}");
         a.close().await;
         b.close().await;
         s.assert_clean().await;
