@@ -325,7 +325,7 @@ fn duplicates_and_the_rooms_endpoint() {
 }
 
 /// docs/faults.md, "Admin API": add, list, read, replace, remove, populate (all or nothing),
-/// and the 400 naming the field, the 404 and the 409.
+/// and the 400 naming the field, the 404 and the 409; "Rule format": `enabled` and `window`.
 #[test]
 fn rules_are_managed_on_the_admin_api() {
     run(async {
@@ -417,6 +417,16 @@ fn rules_are_managed_on_the_admin_api() {
         );
         // With no rule left, a pair talks untouched and the log stays empty.
         let (mut a, mut b, _) = pair(&s).await;
+        assert_eq!(candidates_through(&mut a, &mut b, 20).await.len(), 20);
+        assert!(fault_log(&s).await.is_empty());
+        // Nor do a disabled rule and one whose window opens in an hour act.
+        let idle = json!([
+            {"name": "off", "action": "drop", "enabled": false},
+            {"name": "later", "action": "drop", "window": {"start_ms": 3_600_000}},
+        ]);
+        post(at, "/faults/populate", &idle.to_string())
+            .await
+            .expect(200);
         assert_eq!(candidates_through(&mut a, &mut b, 20).await.len(), 20);
         assert!(fault_log(&s).await.is_empty());
         a.close().await;
