@@ -60,6 +60,10 @@ pub struct Config {
     pub chaos: Option<crate::chaos::ChaosSpec>,
     /// The seed of chaos mode's decisions; drawn (and logged) when `None`.
     pub chaos_seed: Option<u64>,
+    /// The seed of the fault rules' generators; drawn (and logged) when `None`.
+    pub fault_seed: Option<u64>,
+    /// Fault rules in force from the start (`--faults FILE`).
+    pub faults: Vec<crate::faults::rule::Rule>,
 }
 
 impl Default for Config {
@@ -89,6 +93,8 @@ impl Default for Config {
             trusted_proxies: Default::default(),
             chaos: None,
             chaos_seed: None,
+            fault_seed: None,
+            faults: Vec::new(),
         }
     }
 }

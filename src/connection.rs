@@ -215,7 +215,8 @@ async fn open(
                 Arc::clone(&shared.rooms),
                 Arc::clone(&shared.events),
             )
-            .with_chaos(shared.chaos.clone());
+            .with_chaos(shared.chaos.clone())
+            .with_faults(shared.faults.clone());
             return Some(Session::Book(BookSession {
                 shared,
                 ws,
@@ -373,7 +374,8 @@ async fn enter_named(
                 Arc::clone(&shared.peer_hooks),
                 Arc::clone(shared.rooms.named_hooks()),
             )
-            .with_chaos(shared.chaos.clone());
+            .with_chaos(shared.chaos.clone())
+            .with_faults(shared.faults.clone());
             let welcome = RoomMessage::authenticated(id, &room.name, &members);
             let welcomed = match handler.outgoing(welcome) {
                 Some(Command::Send(frame)) => ws.send(frame).await.is_ok(),

@@ -34,6 +34,8 @@ pub enum Event {
     Supervision(SupervisorEvent),
     /// Chaos mode decided to crash a child (published just before the crash).
     ChaosCrash(crate::chaos::ChaosCrash),
+    /// A fault rule acted on a message (the record is also in the fault log).
+    Fault(Box<crate::faults::Injected>),
 }
 
 /// A broadcast of [`Event`]s to unbounded subscriber queues; free when nobody listens.

@@ -17,7 +17,8 @@
 //! (upgrade and static files), [`mailbox`] (a peer's bounded inbox), [`trusted_proxies`] (who a client is behind a proxy), [`channel`] (a room's), [`events`], [`config`].
 //!
 //! Fault injection and introspection: [`admin`] (the admin API and observer page, on a listener
-//! of its own), [`metrics`] (Prometheus counters), [`chaos`] (seeded random crashes).
+//! of its own), [`metrics`] (Prometheus counters), [`chaos`] (seeded random crashes), [`faults`]
+//! (seeded message-level faults: drop, delay, duplicate).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -32,6 +33,7 @@ pub mod connection;
 pub mod deadline;
 pub mod erlang_term;
 pub mod events;
+pub mod faults;
 pub mod hooks;
 pub mod http;
 pub mod listener;

@@ -131,7 +131,10 @@ fn main() -> ExitCode {
         restart_period: Duration::from_secs(cli.restart_period_secs),
         ..Config::default()
     };
-    cli.admin.apply(&mut config);
+    if let Err(e) = cli.admin.apply(&mut config) {
+        log::error!("{e}");
+        return ExitCode::FAILURE;
+    }
     if let Some(dir) = cli.static_dir.or_else(|| env.static_dir.map(PathBuf::from)) {
         config.static_dir = dir;
     }

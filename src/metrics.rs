@@ -71,6 +71,7 @@ pub struct Metrics {
     escalations: Mutex<BTreeMap<String, u64>>,
     bad_input: Mutex<BTreeMap<(u16, &'static str), u64>>,
     chaos: Mutex<BTreeMap<&'static str, u64>>,
+    faults: Mutex<BTreeMap<(String, &'static str), u64>>,
     started: Instant,
     started_at: SystemTime,
 }
@@ -85,6 +86,7 @@ impl Default for Metrics {
             escalations: Mutex::default(),
             bad_input: Mutex::default(),
             chaos: Mutex::default(),
+            faults: Mutex::default(),
             started: Instant::now(),
             started_at: SystemTime::now(),
         }
@@ -114,6 +116,8 @@ pub struct Gauges {
     pub peers: usize,
     pub rooms: usize,
     pub registrations: usize,
+    /// Messages a fault rule delays, not yet delivered.
+    pub faults_held: usize,
 }
 
 impl Metrics {
@@ -140,6 +144,13 @@ impl Metrics {
     /// A crash injected by chaos mode, by target (`room`, `peer`, `listener`).
     pub fn chaos_crash(&self, target: &'static str) {
         *lock(&self.chaos).entry(target).or_default() += 1;
+    }
+
+    /// A fault rule acted on a message.
+    pub fn fault_injected(&self, rule: &str, action: &'static str) {
+        *lock(&self.faults)
+            .entry((rule.to_owned(), action))
+            .or_default() += 1;
     }
 
     /// Called from the supervisors' observer for every event.
@@ -267,6 +278,27 @@ impl Metrics {
             "counter",
             "Crashes injected by chaos mode, by target.",
             &chaos,
+        );
+        let faults: Vec<(String, u64)> = lock(&self.faults)
+            .iter()
+            .map(|((rule, action), n)| {
+                (
+                    format!("{{rule=\"{}\",action=\"{action}\"}}", escape(rule)),
+                    *n,
+                )
+            })
+            .collect();
+        metric(
+            "rtcserver_faults_held",
+            "gauge",
+            "Messages delayed by fault rules and not yet delivered.",
+            &plain(gauges.faults_held as u64),
+        );
+        metric(
+            "rtcserver_faults_injected_total",
+            "counter",
+            "Actions of fault rules on messages, by rule and action.",
+            &faults,
         );
         metric(
             "rtcserver_uptime_seconds",

@@ -3,6 +3,7 @@
 //! do; messages to other peers go straight into their mailboxes (one hop), after the sender's
 //! `on_receive` and the room's `on_forward` hooks.
 use crate::chaos::Chaos;
+use crate::faults::{rule::Endpoint, Faults, Outgoing, Sender, Via};
 use crate::hooks::{Action, AuthData, PeerHooks, RoomContext, RoomHooks};
 use crate::mailbox::{PeerMsg, PeerRef};
 use crate::peer::{Command, Handler};
@@ -21,6 +22,7 @@ pub struct NamedPeer {
     peer_hooks: Arc<dyn PeerHooks>,
     room_hooks: Arc<dyn RoomHooks>,
     chaos: Option<Arc<Chaos>>,
+    faults: Option<Faults>,
 }
 
 impl NamedPeer {
@@ -41,6 +43,7 @@ impl NamedPeer {
             peer_hooks,
             room_hooks,
             chaos: None,
+            faults: None,
         }
     }
 
@@ -48,6 +51,30 @@ impl NamedPeer {
     pub fn with_chaos(mut self, chaos: Option<Arc<Chaos>>) -> Self {
         self.chaos = chaos;
         self
+    }
+
+    /// Message-level faults: what this peer sends on passes the fault rules, when any is set.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
+    /// Queues `text` for `to`, through the fault rules when any is set.
+    fn send_to(&self, text: &async_tungstenite::tungstenite::Utf8Bytes, to: &[PeerRef]) {
+        let Some(faults) = self.faults.as_ref().filter(|f| f.is_active()) else {
+            for peer in to {
+                peer.deliver(text);
+            }
+            return;
+        };
+        let out = Outgoing {
+            endpoint: Endpoint::Rooms,
+            room: &self.key,
+            from: Sender::Peer(self.me.id()),
+            text,
+            via: Via::Event,
+        };
+        faults.send(&out, to);
     }
 
     pub fn auth(&self) -> &AuthData {
@@ -86,18 +113,26 @@ impl NamedPeer {
         let shared = message.to_shared_text();
         match message.to.unwrap_or(To::All) {
             To::All => {
-                self.registry
-                    .for_each_other(&self.key, self.me.id(), |other| {
-                        other.deliver(&shared);
-                    });
+                if self.faults.as_ref().is_some_and(Faults::is_active) {
+                    let others: Vec<PeerRef> = self
+                        .registry
+                        .lookup(&self.key)
+                        .into_iter()
+                        .filter(|p| p.id() != self.me.id())
+                        .collect();
+                    self.send_to(&shared, &others);
+                } else {
+                    self.registry
+                        .for_each_other(&self.key, self.me.id(), |other| {
+                            other.deliver(&shared);
+                        });
+                }
                 None
             }
             To::Peers(ids) => {
                 let wanted: HashSet<PeerId> = ids.iter().filter_map(|id| id.parse().ok()).collect();
                 let found = self.registry.find(&self.key, &wanted);
-                for peer in &found {
-                    peer.deliver(&shared);
-                }
+                self.send_to(&shared, &found);
                 let unknown = unreached(ids, &found);
                 if unknown.is_empty() {
                     None

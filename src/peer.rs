@@ -6,6 +6,7 @@
 use crate::book_protocol::{self, ClientMessage};
 use crate::chaos::Chaos;
 use crate::events::{Event, Events};
+use crate::faults::{rule::Endpoint, Faults, Outgoing, Sender, Via};
 use crate::mailbox::{PeerMsg, PeerRef};
 use crate::registry::{Registry, RoomKey};
 use crate::rooms_sup::{CreateError, Rooms};
@@ -37,6 +38,7 @@ pub struct BookPeer {
     rooms: Arc<Rooms>,
     events: Arc<Events>,
     chaos: Option<Arc<Chaos>>,
+    faults: Option<Faults>,
 }
 
 impl BookPeer {
@@ -53,12 +55,19 @@ impl BookPeer {
             rooms,
             events,
             chaos: None,
+            faults: None,
         }
     }
 
     /// Chaos mode: every relayed message may crash the sender or its room.
     pub fn with_chaos(mut self, chaos: Option<Arc<Chaos>>) -> Self {
         self.chaos = chaos;
+        self
+    }
+
+    /// Message-level faults: what this peer relays passes the fault rules, when any is set.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = Some(faults);
         self
     }
 
@@ -121,9 +130,27 @@ impl Handler for BookPeer {
                 };
                 match &self.room {
                     Some(room) => {
-                        self.registry.for_each_other(room, self.me.id(), |other| {
-                            other.relay(text);
-                        });
+                        match self.faults.as_ref().filter(|f| f.is_active()) {
+                            Some(faults) => {
+                                let others: Vec<PeerRef> = self
+                                    .registry
+                                    .lookup(room)
+                                    .into_iter()
+                                    .filter(|p| p.id() != self.me.id())
+                                    .collect();
+                                let out = Outgoing {
+                                    endpoint: Endpoint::Book,
+                                    room,
+                                    from: Sender::Peer(self.me.id()),
+                                    text,
+                                    via: Via::Relay,
+                                };
+                                faults.send(&out, &others);
+                            }
+                            None => self.registry.for_each_other(room, self.me.id(), |other| {
+                                other.relay(text);
+                            }),
+                        }
                         if let Some(chaos) = &self.chaos {
                             chaos.on_relay(room, self.me.id());
                         }

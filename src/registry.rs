@@ -48,6 +48,19 @@ impl fmt::Display for RoomKey {
 struct Table {
     by_key: HashMap<RoomKey, Vec<PeerRef>>,
     by_peer: HashMap<PeerId, Vec<RoomKey>>,
+    order: HashMap<RoomKey, Order>,
+    /// Rooms that got a first member so far.
+    rooms_seen: u64,
+}
+
+/// Where a room stands in the order in which rooms got their first member, and its members in
+/// the order they joined, counted from 1: what fault rules call a room and a peer (`#1`, `#2`),
+/// so that a rule and its seed mean the same thing in every run, whatever the random ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Order {
+    pub room: u64,
+    next_peer: u32,
+    pub peers: HashMap<PeerId, u32>,
 }
 
 /// A message to the registry process.
@@ -101,7 +114,24 @@ impl Registry {
         }
         peers.push(peer.clone());
         t.by_peer.entry(peer.id()).or_default().push(key.clone());
+        let Table {
+            order, rooms_seen, ..
+        } = &mut *t;
+        let order = order.entry(key.clone()).or_insert_with(|| {
+            *rooms_seen += 1;
+            Order {
+                room: *rooms_seen,
+                ..Order::default()
+            }
+        });
+        order.next_peer += 1;
+        order.peers.insert(peer.id(), order.next_peer);
         true
+    }
+
+    /// The order of the room under `key` and of its members (see [`Order`]).
+    pub fn order(&self, key: &RoomKey) -> Option<Order> {
+        lock(&self.table).order.get(key).cloned()
     }
 
     /// The live peers under `key` whose ids are in `ids`, each once.
@@ -236,6 +266,9 @@ fn remove_from_key(t: &mut Table, key: &RoomKey, peer: PeerId) -> bool {
     let removed = peers.len() != before;
     if peers.is_empty() {
         t.by_key.remove(key);
+        t.order.remove(key);
+    } else if let Some(order) = t.order.get_mut(key) {
+        order.peers.remove(&peer);
     }
     removed
 }
@@ -261,8 +294,13 @@ mod tests {
         assert!(r.unreg(&key, 1));
         assert!(!r.unreg(&key, 1));
         assert_eq!(r.keys_of(2), vec![key.clone()]);
-        assert_eq!(r.remove_peer(2), vec![key]);
+        assert_eq!(
+            r.order(&key).map(|o| (o.room, o.peers.get(&2).copied())),
+            Some((1, Some(2)))
+        );
+        assert_eq!(r.remove_peer(2), vec![key.clone()]);
         assert!(r.is_empty());
+        assert_eq!(r.order(&key), None, "the order goes with the last member");
         assert!(r.keys().is_empty());
     }
 

@@ -8,6 +8,7 @@
 //! instance takes over every room's mailbox the same way: what was queued is served, in order.
 use crate::announced::Announced;
 use crate::events::{Event, Events};
+use crate::faults::{Faults, Outgoing, Sender, Via};
 use crate::hooks::{AuthData, Refusal, RoomContext, RoomHooks};
 use crate::mailbox::PeerRef;
 use crate::registry::{PeerId, Registry, RoomKey};
@@ -83,6 +84,8 @@ pub(crate) struct Room {
     pub registry: Arc<Registry>,
     pub events: Arc<Events>,
     pub rooms: Arc<Rooms>,
+    /// The room's own messages (`joined`, `left`) pass the fault rules too.
+    pub faults: Faults,
 }
 
 impl Room {
@@ -222,9 +225,7 @@ impl Room {
         }
         announced.joined(peer.id());
         let joined = RoomMessage::joined(peer.id()).to_shared_text();
-        self.registry.for_each_other(&self.key, peer.id(), |other| {
-            other.deliver(&joined);
-        });
+        self.announce(&joined, peer.id());
         self.events.publish(Event::Joined {
             room: self.key.clone(),
             peer: peer.id(),
@@ -252,10 +253,32 @@ impl Room {
 
     fn left(&self, named: &NamedRoom, peer: PeerId) {
         let left = RoomMessage::left(peer).to_shared_text();
-        self.registry.for_each_other(&self.key, peer, |other| {
-            other.deliver(&left);
-        });
+        self.announce(&left, peer);
         named.hooks.on_leave(&named.context, peer);
+    }
+
+    /// The room's own message to every member but `about`.
+    fn announce(&self, text: &async_tungstenite::tungstenite::Utf8Bytes, about: PeerId) {
+        if self.faults.is_active() {
+            let others: Vec<PeerRef> = self
+                .registry
+                .lookup(&self.key)
+                .into_iter()
+                .filter(|p| p.id() != about)
+                .collect();
+            let out = Outgoing {
+                endpoint: crate::faults::rule::Endpoint::Rooms,
+                room: &self.key,
+                from: Sender::Server,
+                text,
+                via: Via::Event,
+            };
+            self.faults.send(&out, &others);
+            return;
+        }
+        self.registry.for_each_other(&self.key, about, |other| {
+            other.deliver(text);
+        });
     }
 
     /// Leaves the room table (its number may be handed out again) and refuses what is still

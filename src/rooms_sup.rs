@@ -61,6 +61,7 @@ pub struct Rooms {
     serial: AtomicU64,
     max_room: u32,
     named: NamedRooms,
+    faults: crate::faults::Faults,
 }
 
 /// Why a named join failed.
@@ -108,6 +109,7 @@ impl Rooms {
         events: Arc<Events>,
         max_room: u32,
         named: NamedRooms,
+        faults: crate::faults::Faults,
     ) -> Arc<Self> {
         let rooms = Arc::new(Rooms {
             table: Mutex::new(HashMap::new()),
@@ -117,6 +119,7 @@ impl Rooms {
             serial: AtomicU64::new(0),
             max_room: max_room.clamp(1, MAX_ROOM),
             named,
+            faults,
         });
         let weak: Weak<Rooms> = Arc::downgrade(&rooms);
         rooms.sup.set_init(Arc::new(move |_| {
@@ -473,6 +476,7 @@ impl Rooms {
                     registry: Arc::clone(&rooms.registry),
                     events: Arc::clone(&rooms.events),
                     rooms: Arc::clone(&rooms),
+                    faults: rooms.faults.clone(),
                 };
                 // Any later instance of this child is a restart after its crash.
                 restarted = true;

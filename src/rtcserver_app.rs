@@ -59,6 +59,7 @@ pub(crate) struct Shared {
     bad_inputs: AtomicU64,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub chaos: Option<Arc<crate::chaos::Chaos>>,
+    pub faults: crate::faults::Faults,
     pub admin_addr: Option<SocketAddr>,
 }
 
@@ -245,6 +246,8 @@ pub enum StartError {
     AdminBind(SocketAddr, std::io::Error),
     /// The admin API was to listen beyond loopback without a token.
     AdminUnprotected(SocketAddr),
+    /// The fault rules given at start-up do not go together.
+    Faults(crate::faults::RulesError),
 }
 
 impl fmt::Display for StartError {
@@ -256,6 +259,7 @@ impl fmt::Display for StartError {
             StartError::AdminBind(addr, e) => {
                 write!(f, "cannot listen on {addr} for the admin API: {e}")
             }
+            StartError::Faults(e) => write!(f, "cannot set the fault rules: {e}"),
             StartError::AdminUnprotected(addr) => write!(
                 f,
                 "the admin API would listen on {addr}, beyond loopback, without a token: give --admin-token or bind it to 127.0.0.1"
@@ -461,6 +465,18 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
     let observer = observer(Arc::clone(&events), Arc::clone(&metrics));
     let intensity = RestartIntensity::new(config.max_restarts, config.restart_period);
     let registry = Arc::new(Registry::new());
+    let faults = crate::faults::Faults::new(
+        config.fault_seed,
+        Arc::clone(&registry),
+        Arc::clone(&events),
+        Arc::clone(&metrics),
+    );
+    if !config.faults.is_empty() {
+        if let Err(e) = faults.populate(config.faults.clone()) {
+            return Err(StartError::Faults(e));
+        }
+        log::info!("{} fault rules in force", config.faults.len());
+    }
     let rooms = Rooms::new(
         DynamicSupervisor::new("rooms_sup", intensity.clone(), observer.clone()),
         Arc::clone(&registry),
@@ -472,6 +488,7 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
             default_max_peers: config.default_max_peers,
             hooks: room_hooks,
         },
+        faults.clone(),
     );
     // The read buffer is held by every connection, idle or not: 1 KiB rather than 4 KiB is 3 KiB
     // less per connection (loadgen hold: 12.3 -> 9.3 KiB). A longer message is still read whole
@@ -506,6 +523,7 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
         bad_inputs: AtomicU64::new(0),
         metrics,
         chaos,
+        faults,
         admin_addr,
         config,
     });

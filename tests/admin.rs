@@ -435,7 +435,7 @@ fn bad_admin_requests_get_a_status_and_a_json_error() {
             (post(a, "/crash", r#"{"tagret":"listener"}"#).await, 400),
             (post(a, "/crash", "room:424242").await, 404),
             (post(a, "/crash?target=peer:999999", "").await, 404),
-            (post(a, "/crash", &"x".repeat(5000)).await, 413),
+            (post(a, "/crash", &"x".repeat(64 * 1024 + 1)).await, 413),
             (
                 http(a, "GET", "/tree", &[("Origin", "https://evil.example")], "").await,
                 403,

@@ -40,10 +40,19 @@ pub struct AdminArgs {
     /// logged].
     #[arg(long, value_name = "N", requires = "chaos")]
     pub chaos_seed: Option<u64>,
+    /// Seed of the fault rules' generators: the same seed, rules and messages give the same
+    /// faults (docs/faults.md) [default: drawn, and logged].
+    #[arg(long, value_name = "N")]
+    pub fault_seed: Option<u64>,
+    /// Fault rules in force from the start: a JSON array of rules, as POST /faults/populate
+    /// takes (docs/faults.md).
+    #[arg(long, value_name = "FILE")]
+    pub faults: Option<std::path::PathBuf>,
 }
 
 impl AdminArgs {
-    pub fn apply(self, config: &mut Config) {
+    /// Sets `config` from the flags; the error is for the user (an unreadable `--faults` file).
+    pub fn apply(self, config: &mut Config) -> Result<(), String> {
         if let Some(AdminBind(bind)) = self.admin_bind {
             config.admin_bind = bind;
             // An address the user chose must be had, or the start fails.
@@ -52,5 +61,10 @@ impl AdminArgs {
         config.admin_token = self.admin_token.or(config.admin_token.take());
         config.chaos = self.chaos.or(config.chaos);
         config.chaos_seed = self.chaos_seed.or(config.chaos_seed);
+        config.fault_seed = self.fault_seed.or(config.fault_seed);
+        if let Some(path) = &self.faults {
+            config.faults = crate::faults::rules_file(path)?;
+        }
+        Ok(())
     }
 }

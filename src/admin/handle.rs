@@ -33,6 +33,7 @@ impl ServerHandle {
             peers: stats.peers,
             rooms: stats.rooms,
             registrations: stats.registrations,
+            faults_held: self.shared.faults.held(),
         })
     }
 

@@ -15,6 +15,7 @@
 //! goes through [`ServerHandle::crash_for`], the one fault-injection path.
 pub mod access;
 pub mod cli;
+pub mod faults;
 pub mod handle;
 pub mod request;
 pub mod routes;

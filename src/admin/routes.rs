@@ -26,6 +26,14 @@ const ENDPOINTS: [(&str, &str); 6] = [
 
 const CHAOS: (&str, &str) = ("/chaos", "GET");
 
+/// Listed in a 404's `endpoints`; the routes are in `faults.rs`.
+const FAULTS: [(&str, &str); 4] = [
+    ("/faults", "GET, POST"),
+    ("/faults/populate", "POST"),
+    ("/faults/log", "GET"),
+    ("/faults/{name}", "GET, POST, DELETE"),
+];
+
 /// `GET`/`HEAD` of the observer page: the one answer that needs no token (it holds no data).
 pub fn is_page(req: &Request) -> bool {
     matches!(req.method.as_str(), "GET" | "HEAD") && is_page_path(&req.path)
@@ -39,6 +47,9 @@ pub fn route(handle: &ServerHandle, req: &Request, client: SocketAddr) -> Reply 
     let method = req.method.as_str();
     let head = method == "HEAD";
     let get = method == "GET" || head;
+    if let Some(response) = super::faults::route(&handle.shared.faults, req) {
+        return Reply::Response(if head { response.head_only() } else { response });
+    }
     let response = match (req.path.as_str(), get) {
         (path, true) if is_page_path(path) => {
             Response::new(200, "text/html; charset=utf-8", OBSERVER_PAGE)
@@ -61,7 +72,7 @@ pub fn route(handle: &ServerHandle, req: &Request, client: SocketAddr) -> Reply 
                 &json!({
                     "error": format!("no endpoint {path}"),
                     "status": 404,
-                    "endpoints": ENDPOINTS.iter().chain([&CHAOS])
+                    "endpoints": ENDPOINTS.iter().chain([&CHAOS]).chain(FAULTS.iter())
                         .map(|(p, m)| format!("{m} {p}")).collect::<Vec<_>>(),
                 }),
             ),

@@ -143,6 +143,16 @@ pub fn event(e: &Event) -> Value {
             "target": c.target.to_string(),
             "trigger": c.trigger.to_string(),
         }),
+        Event::Fault(record) => {
+            let mut v = record.to_json();
+            // `type` is the event's; the message's type goes under `message_type`.
+            if let Value::Object(map) = &mut v {
+                let kind = map.remove("type").unwrap_or_default();
+                map.insert("message_type".into(), kind);
+                map.insert("type".into(), "fault".into());
+            }
+            v
+        }
     };
     if let Value::Object(map) = &mut v {
         map.insert("at_ms".into(), json!(unix_ms(SystemTime::now())));

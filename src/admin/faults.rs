@@ -1,0 +1,192 @@
+//! `/faults`: the fault rules and their log (docs/faults.md, "Admin API"). Every answer is
+//! built from the rules' and the log's state at once: nothing here waits on a message queue.
+use super::request::{Request, Response};
+use crate::faults::rule::{Rule, RuleError};
+use crate::faults::{Faults, RulesError};
+use serde_json::{json, Value};
+
+/// The answer to a request under `/faults`, or `None` when the path is not one of them.
+pub fn route(faults: &Faults, req: &Request) -> Option<Response> {
+    let method = req.method.as_str();
+    let get = matches!(method, "GET" | "HEAD");
+    let rest = req.path.strip_prefix("/faults")?;
+    Some(match (rest, method) {
+        ("" | "/", _) if get => list(faults),
+        ("" | "/", "POST") => add(faults, req),
+        ("/populate", "POST") => populate(faults, req),
+        ("/log", _) if get => log(faults, req),
+        ("" | "/" | "/populate" | "/log", _) => {
+            let allowed = match rest {
+                "/populate" => "POST",
+                "/log" => "GET",
+                _ => "GET, POST",
+            };
+            Response::error(405, format!("{} takes {allowed}", req.path))
+                .with_header("Allow", allowed)
+        }
+        (name, _) => {
+            let name = name.strip_prefix('/')?;
+            match method {
+                _ if get => match faults.rule(name) {
+                    Some(rule) => Response::json(200, &rule.to_json()),
+                    None => refused(&RulesError::NotFound(name.to_owned())),
+                },
+                "POST" => replace(faults, req, name),
+                "DELETE" => match faults.remove(name) {
+                    Ok(()) => Response::json(200, &json!({ "removed": name })),
+                    Err(e) => refused(&e),
+                },
+                _ => Response::error(405, format!("{} takes GET, POST, DELETE", req.path))
+                    .with_header("Allow", "GET, POST, DELETE"),
+            }
+        }
+    })
+}
+
+fn list(faults: &Faults) -> Response {
+    let rules: Vec<Value> = faults.rules().iter().map(Rule::to_json).collect();
+    Response::json(
+        200,
+        &json!({ "seed": faults.seed(), "held": faults.held(), "rules": rules }),
+    )
+}
+
+fn body(req: &Request) -> Result<Value, Response> {
+    serde_json::from_slice(&req.body).map_err(|e| {
+        Response::json(
+            400,
+            &json!({ "error": format!("the body is not JSON: {e}"), "status": 400, "field": "" }),
+        )
+    })
+}
+
+fn invalid(e: &RuleError) -> Response {
+    Response::json(
+        400,
+        &json!({ "error": e.to_string(), "status": 400, "field": e.field }),
+    )
+}
+
+fn refused(e: &RulesError) -> Response {
+    let status = match e {
+        RulesError::Exists(_) => 409,
+        RulesError::NotFound(_) => 404,
+        RulesError::Duplicate(_) | RulesError::TooMany => 400,
+    };
+    let mut v = json!({ "error": e.to_string(), "status": status });
+    if status == 400 {
+        v["field"] = json!(match e {
+            RulesError::Duplicate(_) => "name",
+            _ => "rules",
+        });
+    }
+    Response::json(status, &v)
+}
+
+fn add(faults: &Faults, req: &Request) -> Response {
+    let rule = match body(req).and_then(|v| Rule::from_json(&v).map_err(|e| invalid(&e))) {
+        Ok(rule) => rule,
+        Err(refusal) => return refusal,
+    };
+    let answer = rule.to_json();
+    match faults.add(rule) {
+        Ok(()) => Response::json(201, &answer),
+        Err(e) => refused(&e),
+    }
+}
+
+fn replace(faults: &Faults, req: &Request, name: &str) -> Response {
+    let mut v = match body(req) {
+        Ok(v) => v,
+        Err(refusal) => return refusal,
+    };
+    // The name is the path's; a body may repeat it, not contradict it.
+    if let Value::Object(map) = &mut v {
+        match map.get("name") {
+            None => {
+                map.insert("name".into(), name.into());
+            }
+            Some(n) if n == name => {}
+            Some(_) => {
+                return invalid(&RuleError {
+                    field: "name".into(),
+                    message: format!("differs from the path's {name:?}"),
+                })
+            }
+        }
+    }
+    let rule = match Rule::from_json(&v) {
+        Ok(rule) => rule,
+        Err(e) => return invalid(&e),
+    };
+    let answer = rule.to_json();
+    match faults.replace(rule) {
+        Ok(()) => Response::json(200, &answer),
+        Err(e) => refused(&e),
+    }
+}
+
+/// The body is the new list, or `{"rules": [...]}`; an error names the rule by its place.
+fn populate(faults: &Faults, req: &Request) -> Response {
+    let v = match body(req) {
+        Ok(v) => v,
+        Err(refusal) => return refusal,
+    };
+    let list = match &v {
+        Value::Array(list) => list,
+        Value::Object(map) => match map.get("rules") {
+            Some(Value::Array(list)) => list,
+            _ => {
+                return invalid(&RuleError {
+                    field: "rules".into(),
+                    message: "must be an array of rules".into(),
+                })
+            }
+        },
+        _ => {
+            return invalid(&RuleError {
+                field: "rules".into(),
+                message: "the body must be an array of rules".into(),
+            })
+        }
+    };
+    let mut rules = Vec::with_capacity(list.len());
+    for (i, r) in list.iter().enumerate() {
+        match Rule::from_json(r) {
+            Ok(rule) => rules.push(rule),
+            Err(e) => {
+                return invalid(&RuleError {
+                    field: format!("rules[{i}].{}", e.field),
+                    message: e.message,
+                })
+            }
+        }
+    }
+    let answer: Vec<Value> = rules.iter().map(Rule::to_json).collect();
+    match faults.populate(rules) {
+        Ok(()) => Response::json(200, &json!({ "rules": answer })),
+        Err(e) => refused(&e),
+    }
+}
+
+/// JSON lines, oldest first; `?since=SEQ` gives the records after that one.
+fn log(faults: &Faults, req: &Request) -> Response {
+    let since = match req.query_param("since") {
+        None => 0,
+        Some(s) => match s.parse() {
+            Ok(n) => n,
+            Err(_) => {
+                return invalid(&RuleError {
+                    field: "since".into(),
+                    message: "must be a log seq number".into(),
+                })
+            }
+        },
+    };
+    let mut out = String::new();
+    for record in faults.log_since(since) {
+        out.push_str(&record.to_json().to_string());
+        out.push('\n');
+    }
+    Response::new(200, "application/x-ndjson", out)
+}

@@ -1,0 +1,234 @@
+//! Applying the rules to one message: which rules select it, on which streams it is counted,
+//! and what becomes of each receiver's copy (docs/faults.md, "Several rules on one message").
+use super::delivery::Lane;
+use super::log::Injected;
+use super::rule::{Direction, Endpoint, PeerSel, RoomSel};
+use super::stream::{self, Fired, Stream};
+use super::{lock, Faults, Installed, Outgoing, Sender, MAX_STREAMS};
+use crate::events::Event;
+use crate::mailbox::PeerRef;
+use crate::registry::{Order, RoomKey};
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+impl Faults {
+    /// Sends `out` to `receivers` through the rules; called only when [`is_active`](Self::is_active).
+    pub fn send(&self, out: &Outgoing<'_>, receivers: &[PeerRef]) {
+        let rules = Arc::clone(&lock(&self.0.rules));
+        let order = self.0.registry.order(out.room);
+        let Some(order) = order.filter(|_| !rules.is_empty()) else {
+            for to in receivers {
+                out.via.deliver(to, out.text);
+            }
+            return;
+        };
+        let parsed: Option<Value> = serde_json::from_str(out.text.as_str()).ok();
+        let kind_key = match out.endpoint {
+            Endpoint::Book => "type",
+            Endpoint::Rooms => "event",
+        };
+        let kind = parsed
+            .as_ref()
+            .and_then(|v| v.get(kind_key))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let now = Instant::now();
+        let from_ord = match out.from {
+            Sender::Peer(id) => order.peers.get(&id).copied(),
+            Sender::Server => None,
+        };
+        let from_label = label(out.from, from_ord);
+        let candidates: Vec<&Arc<Installed>> = rules
+            .iter()
+            .filter(|i| {
+                let r = &i.rule;
+                let m = &r.matcher;
+                r.enabled
+                    && i.in_window(now)
+                    && m.endpoint.is_none_or(|e| e == out.endpoint)
+                    && m.room
+                        .as_ref()
+                        .is_none_or(|s| room_matches(s, out.room, &order))
+                    && m.from
+                        .as_ref()
+                        .is_none_or(|s| peer_matches(s, out.from, from_ord))
+                    && m.kind.as_deref().is_none_or(|k| k == kind)
+                    && m.field.iter().all(|(pointer, want)| {
+                        parsed.as_ref().and_then(|v| v.pointer(pointer)) == Some(want)
+                    })
+            })
+            .collect();
+        let ctx = Context {
+            faults: self,
+            out,
+            order: &order,
+            kind,
+            from_label: &from_label,
+        };
+        let mut upstream = Effect::default();
+        for installed in candidates
+            .iter()
+            .filter(|i| i.rule.matcher.direction == Direction::Upstream)
+        {
+            if !ctx.step(installed, "*", &mut upstream) {
+                return;
+            }
+        }
+        for to in receivers {
+            let mut effect = upstream.clone();
+            let to_ord = order.peers.get(&to.id()).copied();
+            let to_label = label(Sender::Peer(to.id()), to_ord);
+            let mut delivered = true;
+            for installed in candidates.iter().filter(|i| {
+                i.rule.matcher.direction == Direction::Downstream
+                    && i.rule
+                        .matcher
+                        .to
+                        .as_ref()
+                        .is_none_or(|s| peer_matches(s, Sender::Peer(to.id()), to_ord))
+            }) {
+                if !ctx.step(installed, &to_label, &mut effect) {
+                    delivered = false;
+                    break;
+                }
+            }
+            if !delivered {
+                continue;
+            }
+            match &effect.lane {
+                Some(lane) => lane.send(
+                    effect.delay,
+                    1 + effect.copies,
+                    to,
+                    out.text,
+                    out.via,
+                    &self.0.held,
+                ),
+                None => out.via.deliver(to, out.text),
+            }
+        }
+    }
+
+    fn record(&self, rule: &str, key: String, index: u64, kind: &str, fired: Fired, base: Value) {
+        let (action, params) = match fired {
+            Fired::Drop => ("drop", base),
+            Fired::Delay(d) => {
+                let mut params = base;
+                if let Value::Object(map) = &mut params {
+                    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                    map.insert("delay_ms".into(), ms.into());
+                }
+                ("delay", params)
+            }
+            Fired::Duplicate(_) => ("duplicate", base),
+        };
+        let record = self.0.log.push(Injected {
+            seq: 0,
+            rule: rule.to_owned(),
+            key,
+            index,
+            kind: kind.to_owned(),
+            action,
+            params,
+            t_ms: u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+        self.0.metrics.fault_injected(rule, action);
+        self.0.events.publish(Event::Fault(Box::new(record)));
+    }
+}
+
+/// What the rules that acted do to one copy of a message, together.
+#[derive(Clone, Default)]
+struct Effect {
+    delay: Duration,
+    copies: u64,
+    /// The lane of the first stream the message was counted on: the order it keeps.
+    lane: Option<Arc<Lane>>,
+}
+
+struct Context<'a> {
+    faults: &'a Faults,
+    out: &'a Outgoing<'a>,
+    order: &'a Order,
+    kind: &'a str,
+    from_label: &'a str,
+}
+
+impl Context<'_> {
+    /// Counts the message on `installed`'s stream towards `to` and adds what the rule does to
+    /// `effect`; false when the rule dropped it.
+    fn step(&self, installed: &Installed, to: &str, effect: &mut Effect) -> bool {
+        let rule = &installed.rule;
+        let key = stream::key(
+            self.out.endpoint.as_str(),
+            self.order.room,
+            self.from_label,
+            to,
+            rule.matcher.direction.as_str(),
+        );
+        let (index, fired, lane) = {
+            let mut streams = lock(&installed.streams);
+            if !streams.contains_key(&key) && streams.len() >= MAX_STREAMS {
+                if !installed.full.swap(true, Ordering::Relaxed) {
+                    ::log::warn!(
+                        "faults: rule {} has {MAX_STREAMS} streams; new ones pass untouched",
+                        rule.name
+                    );
+                }
+                return true;
+            }
+            let stream = streams
+                .entry(key.clone())
+                .or_insert_with(|| Stream::new(self.faults.0.seed, &rule.name, &key));
+            let (index, fired) = stream.next(rule);
+            (index, fired, Arc::clone(&stream.lane))
+        };
+        effect.lane.get_or_insert(lane);
+        let Some(fired) = fired else {
+            return true;
+        };
+        self.faults.record(
+            &rule.name,
+            key,
+            index,
+            self.kind,
+            fired,
+            rule.action.params(),
+        );
+        match fired {
+            Fired::Drop => return false,
+            Fired::Delay(d) => effect.delay += d,
+            Fired::Duplicate(n) => effect.copies += n,
+        }
+        true
+    }
+}
+
+/// `#n` by join order; a peer the order does not know by its id; the room as `server`.
+fn label(who: Sender, ord: Option<u32>) -> String {
+    match (who, ord) {
+        (Sender::Server, _) => "server".into(),
+        (_, Some(n)) => format!("#{n}"),
+        (Sender::Peer(id), None) => id.to_string(),
+    }
+}
+
+fn room_matches(sel: &RoomSel, room: &RoomKey, order: &Order) -> bool {
+    match sel {
+        RoomSel::Order(n) => *n == order.room,
+        RoomSel::Named(name) => room.to_string() == *name,
+    }
+}
+
+fn peer_matches(sel: &PeerSel, who: Sender, ord: Option<u32>) -> bool {
+    match (sel, who) {
+        (PeerSel::Server, Sender::Server) => true,
+        (_, Sender::Server) | (PeerSel::Server, _) => false,
+        (PeerSel::Creator, _) => ord == Some(1),
+        (PeerSel::Joiner, _) => ord.is_some_and(|n| n >= 2),
+        (PeerSel::Order(n), _) => ord == Some(*n),
+        (PeerSel::Id(id), Sender::Peer(p)) => *id == p,
+    }
+}

@@ -1,0 +1,141 @@
+//! Delivery through a lane: a stream's messages in the order they were sent, each at its due
+//! time. A delayed message waits here, outside every room and peer process, in a task of its
+//! own that ends once its lane is empty; the messages behind it on the stream wait with it.
+use crate::mailbox::PeerRef;
+use async_tungstenite::tungstenite::Utf8Bytes;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Messages held by all lanes together at most; past it, messages go on undelayed (and the
+/// first one past it is logged).
+pub const MAX_HELD: usize = 100_000;
+
+/// How a message reaches a peer's mailbox, as its endpoint does it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A book frame, passed on verbatim.
+    Relay,
+    /// A named-rooms message, through the receiver's `on_send` hook.
+    Event,
+}
+
+impl Via {
+    pub fn deliver(self, to: &PeerRef, text: &Utf8Bytes) {
+        match self {
+            Via::Relay => drop(to.relay(text)),
+            Via::Event => drop(to.deliver(text)),
+        }
+    }
+}
+
+struct Held {
+    due: Instant,
+    to: PeerRef,
+    text: Utf8Bytes,
+    via: Via,
+}
+
+#[derive(Default)]
+struct Queue {
+    held: VecDeque<Held>,
+    /// A task is draining the queue.
+    draining: bool,
+}
+
+#[derive(Default)]
+pub struct Lane {
+    queue: Mutex<Queue>,
+}
+
+/// Counts what every lane holds, for the bound.
+#[derive(Default)]
+pub struct HeldCount(AtomicUsize, AtomicBool);
+
+impl HeldCount {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Lane {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Each critical section is a push or a pop and a mailbox push.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Delivers `copies` of `text` to `to` after `delay`, behind what the lane holds already.
+    /// With nothing held and no delay, delivered now: the lane costs nothing then.
+    pub fn send(
+        self: &Arc<Self>,
+        delay: Duration,
+        copies: u64,
+        to: &PeerRef,
+        text: &Utf8Bytes,
+        via: Via,
+        count: &Arc<HeldCount>,
+    ) {
+        let mut queue = self.lock();
+        let over = count.get() >= MAX_HELD;
+        if queue.held.is_empty() && (delay.is_zero() || over) {
+            if over && !delay.is_zero() && !count.1.swap(true, Ordering::Relaxed) {
+                log::warn!("faults: {MAX_HELD} messages held; delays are skipped past that");
+            }
+            // Under the lane's lock: a drain finishing meanwhile cannot slip in between.
+            for _ in 0..copies {
+                via.deliver(to, text);
+            }
+            return;
+        }
+        let now = Instant::now();
+        let due = queue
+            .held
+            .back()
+            .map_or(now + delay, |last| last.due.max(now + delay));
+        for _ in 0..copies {
+            queue.held.push_back(Held {
+                due,
+                to: to.clone(),
+                text: text.clone(),
+                via,
+            });
+        }
+        count.0.fetch_add(
+            usize::try_from(copies).unwrap_or(usize::MAX),
+            Ordering::Relaxed,
+        );
+        if !queue.draining {
+            queue.draining = true;
+            let lane = Arc::clone(self);
+            let count = Arc::clone(count);
+            drop(bastion::executor::spawn(async move {
+                lane.drain(&count).await;
+            }));
+        }
+    }
+
+    async fn drain(&self, count: &HeldCount) {
+        loop {
+            let wait = {
+                let mut queue = self.lock();
+                loop {
+                    let Some(head) = queue.held.front() else {
+                        queue.draining = false;
+                        return;
+                    };
+                    let now = Instant::now();
+                    if head.due > now {
+                        break head.due - now;
+                    }
+                    if let Some(held) = queue.held.pop_front() {
+                        count.0.fetch_sub(1, Ordering::Relaxed);
+                        // A receiver gone meanwhile drops it, as its mailbox would.
+                        held.via.deliver(&held.to, &held.text);
+                    }
+                }
+            };
+            crate::deadline::after(wait).await;
+        }
+    }
+}

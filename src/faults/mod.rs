@@ -1,0 +1,279 @@
+//! Message-level faults: rules that drop, delay or duplicate signaling messages on their way
+//! from a sender to its receivers, seeded and logged (docs/faults.md).
+//!
+//! - [`rule`]: the rule format, read and validated (no I/O).
+//! - [`stream`]: a (rule, room, sender, receiver, direction) stream, its counter and generator.
+//! - [`delivery`]: lanes, where delayed messages wait outside every room and peer process.
+//! - [`log`]: the fault log.
+//! - `apply`: one message through the rules (the hot path while rules are set).
+//!
+//! The rest of the server holds a [`Faults`] (a cheap clone): the peers and rooms ask
+//! [`Faults::is_active`] (one atomic load) and, only when a rule is set, hand their message to
+//! [`Faults::send`] instead of queueing it themselves.
+mod apply;
+pub mod delivery;
+pub mod log;
+pub mod rule;
+pub mod stream;
+
+use crate::events::Events;
+use crate::metrics::Metrics;
+use crate::registry::{PeerId, Registry, RoomKey};
+use async_tungstenite::tungstenite::Utf8Bytes;
+use delivery::HeldCount;
+pub use delivery::Via;
+pub use log::Injected;
+use rule::{Endpoint, Rule};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use stream::Stream;
+
+/// Streams one rule keeps at most; a message on a stream past it is passed on untouched (and
+/// the first such is logged).
+pub const MAX_STREAMS: usize = 65_536;
+
+/// The rules of a `--faults` file: a JSON array of rules, or `{"rules": [...]}`.
+pub fn rules_file(path: &std::path::Path) -> Result<Vec<Rule>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --faults {}: {e}", path.display()))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("--faults {}: not JSON: {e}", path.display()))?;
+    let list = match &v {
+        Value::Array(list) => list,
+        Value::Object(map) => match map.get("rules") {
+            Some(Value::Array(list)) => list,
+            _ => {
+                return Err(format!(
+                    "--faults {}: rules: must be an array",
+                    path.display()
+                ))
+            }
+        },
+        _ => {
+            return Err(format!(
+                "--faults {}: must be an array of rules",
+                path.display()
+            ))
+        }
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            Rule::from_json(r).map_err(|e| format!("--faults {}: rules[{i}].{e}", path.display()))
+        })
+        .collect()
+}
+
+/// Who sent a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    Peer(PeerId),
+    /// The room itself: `joined`, `left`.
+    Server,
+}
+
+/// A message leaving its sender.
+pub struct Outgoing<'a> {
+    pub endpoint: Endpoint,
+    pub room: &'a RoomKey,
+    pub from: Sender,
+    pub text: &'a Utf8Bytes,
+    pub via: Via,
+}
+
+/// A rule as installed: when, and its streams.
+struct Installed {
+    rule: Rule,
+    since: Instant,
+    streams: Mutex<HashMap<String, Stream>>,
+    /// The stream bound was reported (once per rule).
+    full: AtomicBool,
+}
+
+impl Installed {
+    fn new(rule: Rule) -> Arc<Self> {
+        Arc::new(Installed {
+            rule,
+            since: Instant::now(),
+            streams: Mutex::new(HashMap::new()),
+            full: AtomicBool::new(false),
+        })
+    }
+
+    fn in_window(&self, now: Instant) -> bool {
+        let w = &self.rule.window;
+        let elapsed = now.saturating_duration_since(self.since);
+        let start = Duration::from_millis(w.start_ms);
+        elapsed >= start
+            && w.duration_ms
+                .is_none_or(|d| elapsed < start + Duration::from_millis(d))
+    }
+}
+
+/// Why a change to the rules was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RulesError {
+    /// A rule of that name exists (POST /faults): 409.
+    Exists(String),
+    NotFound(String),
+    /// Two rules of one populate share a name: 400.
+    Duplicate(String),
+    /// More than [`rule::MAX_RULES`]: 400.
+    TooMany,
+}
+
+impl fmt::Display for RulesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RulesError::Exists(n) => write!(f, "a rule named {n:?} exists"),
+            RulesError::NotFound(n) => write!(f, "no rule named {n:?}"),
+            RulesError::Duplicate(n) => write!(f, "two rules are named {n:?}"),
+            RulesError::TooMany => write!(f, "at most {} rules", rule::MAX_RULES),
+        }
+    }
+}
+
+impl std::error::Error for RulesError {}
+
+struct Inner {
+    seed: u64,
+    active: AtomicBool,
+    rules: Mutex<Arc<Vec<Arc<Installed>>>>,
+    registry: Arc<Registry>,
+    events: Arc<Events>,
+    metrics: Arc<Metrics>,
+    log: log::FaultLog,
+    held: Arc<HeldCount>,
+    started: Instant,
+}
+
+/// The fault rules of one server, and what they did.
+#[derive(Clone)]
+pub struct Faults(Arc<Inner>);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section swaps an Arc or touches one map entry.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Faults {
+    /// Without a seed, one is drawn and logged, so that the run can be repeated.
+    pub fn new(
+        seed: Option<u64>,
+        registry: Arc<Registry>,
+        events: Arc<Events>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let seed = seed.unwrap_or_else(|| {
+            use rand::Rng;
+            let seed = rand::rng().next_u64();
+            ::log::info!("fault seed {seed} (--fault-seed {seed} repeats this run's faults)");
+            seed
+        });
+        Faults(Arc::new(Inner {
+            seed,
+            active: AtomicBool::new(false),
+            rules: Mutex::new(Arc::new(Vec::new())),
+            registry,
+            events,
+            metrics,
+            log: log::FaultLog::default(),
+            held: Arc::default(),
+            started: Instant::now(),
+        }))
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.0.seed
+    }
+
+    /// Whether any rule is set: the one check on the relay path when none is.
+    pub fn is_active(&self) -> bool {
+        self.0.active.load(Ordering::Acquire)
+    }
+
+    /// Messages delayed and not yet delivered.
+    pub fn held(&self) -> usize {
+        self.0.held.get()
+    }
+
+    pub fn rules(&self) -> Vec<Rule> {
+        lock(&self.0.rules).iter().map(|i| i.rule.clone()).collect()
+    }
+
+    pub fn rule(&self, name: &str) -> Option<Rule> {
+        lock(&self.0.rules)
+            .iter()
+            .find(|i| i.rule.name == name)
+            .map(|i| i.rule.clone())
+    }
+
+    fn set(&self, rules: &mut MutexGuard<'_, Arc<Vec<Arc<Installed>>>>, new: Vec<Arc<Installed>>) {
+        self.0.active.store(!new.is_empty(), Ordering::Release);
+        **rules = Arc::new(new);
+    }
+
+    /// Adds a rule at the end of the list.
+    pub fn add(&self, rule: Rule) -> Result<(), RulesError> {
+        let mut rules = lock(&self.0.rules);
+        if rules.iter().any(|i| i.rule.name == rule.name) {
+            return Err(RulesError::Exists(rule.name));
+        }
+        if rules.len() >= rule::MAX_RULES {
+            return Err(RulesError::TooMany);
+        }
+        let mut new = rules.as_ref().clone();
+        new.push(Installed::new(rule));
+        self.set(&mut rules, new);
+        Ok(())
+    }
+
+    /// Replaces the rule of that name in its place (its streams start over).
+    pub fn replace(&self, rule: Rule) -> Result<(), RulesError> {
+        let mut rules = lock(&self.0.rules);
+        let mut new = rules.as_ref().clone();
+        let slot = new
+            .iter_mut()
+            .find(|i| i.rule.name == rule.name)
+            .ok_or_else(|| RulesError::NotFound(rule.name.clone()))?;
+        *slot = Installed::new(rule);
+        self.set(&mut rules, new);
+        Ok(())
+    }
+
+    pub fn remove(&self, name: &str) -> Result<(), RulesError> {
+        let mut rules = lock(&self.0.rules);
+        let mut new = rules.as_ref().clone();
+        let before = new.len();
+        new.retain(|i| i.rule.name != name);
+        if new.len() == before {
+            return Err(RulesError::NotFound(name.to_owned()));
+        }
+        self.set(&mut rules, new);
+        Ok(())
+    }
+
+    /// Replaces every rule at once: a message sees the old set or the new one, never a mix.
+    pub fn populate(&self, rules: Vec<Rule>) -> Result<(), RulesError> {
+        if rules.len() > rule::MAX_RULES {
+            return Err(RulesError::TooMany);
+        }
+        for (i, r) in rules.iter().enumerate() {
+            if rules[..i].iter().any(|o| o.name == r.name) {
+                return Err(RulesError::Duplicate(r.name.clone()));
+            }
+        }
+        let new = rules.into_iter().map(Installed::new).collect();
+        self.set(&mut lock(&self.0.rules), new);
+        Ok(())
+    }
+
+    /// The log's records numbered above `since`.
+    pub fn log_since(&self, since: u64) -> Vec<Injected> {
+        self.0.log.since(since)
+    }
+}
