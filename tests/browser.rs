@@ -42,8 +42,13 @@ fn chromium() -> PathBuf {
     path
 }
 
-/// Runs `tests/browser/<script>` and asserts it reported no failure.
+/// Runs `tests/browser/<script>` and asserts it reported no failure. One script at a time: each
+/// starts two or three Chromium processes with fake cameras, and three scripts at once on a
+/// 2-core machine starved them (screenshots took 40-120 s, and new pages missed their 10 s).
 fn run_script(script: &str) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A script that failed poisons the lock; the next one still runs alone.
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     node_modules();
     let chromium = chromium();
     let name = script.trim_end_matches(".mjs");

@@ -145,7 +145,7 @@ async function run() {
 
   try {
     await check('A: the page opens and shows the local camera', async () => {
-      await pageA.goto(base + '/', { timeout: 10000 });
+      await pageA.goto(base + '/', { timeout: 30000 });
       await pageA.waitForFunction(() => document.querySelector('#local-video').videoWidth > 0, null, { timeout: 10000 });
     });
 
@@ -164,7 +164,7 @@ async function run() {
     let connected = false;
     if (haveInvite) {
       await check('B: the invite link opens without WRONGROOM', async () => {
-        await pageB.goto(invite, { timeout: 10000 });
+        await pageB.goto(invite, { timeout: 30000 });
         // ENTERROOM has no reply on success: wait until B has joined and its offer was answered.
         await pageB.waitForFunction(() => window.rtc && ['in-call', 'wrongroom', 'closed'].includes(window.rtc.state),
           null, { timeout: 10000 });
@@ -246,7 +246,7 @@ async function run() {
       await check('a third page following the same invite gets "This room does not exist or is full"', async () => {
         const pageC = await newPage(ctxB, 'C');
         try {
-          await pageC.goto(invite, { timeout: 10000 });
+          await pageC.goto(invite, { timeout: 30000 });
           await pageC.locator('#wrongroom').waitFor({ state: 'visible', timeout: 5000 });
           const text = await pageC.textContent('#wrongroom');
           assert(/does not exist or is full/.test(text), `the message says ${JSON.stringify(text.trim())}`);
@@ -374,7 +374,7 @@ async function recovery(pageA, pageB, ctxB, invite) {
 
   await check('B follows the invite again: the call is back', async () => {
     await markOld(pageA);
-    await pageB.goto(invite, { timeout: 10000 });
+    await pageB.goto(invite, { timeout: 30000 });
     await pageB.evaluate(() => { window.oldPc = null; });
     await bothConnected(pageA, pageB, 'after B came back');
     assert(await pageA.locator('#peer-left').isHidden(), 'A still says the other party left');
@@ -411,7 +411,7 @@ async function recovery(pageA, pageB, ctxB, invite) {
     try {
       const link = await pageA.inputValue('#invite-link');
       const entered = link.replace(/^.*\?room=/, '');
-      await guest.goto(link, { timeout: 10000 });
+      await guest.goto(link, { timeout: 30000 });
       await guest.waitForFunction(() => window.rtc && window.rtc.state === 'in-call', null, { timeout: 10000 });
       step = 'shows A left';
       await pageA.goto('about:blank');

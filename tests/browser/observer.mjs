@@ -157,7 +157,7 @@ async function run() {
   if (!joined) return;
 
   const drawn = await check('the page draws the tree: the four static children, both rooms, four peers', async () => {
-    await page.goto(opts.admin + '/', { timeout: 10000 });
+    await page.goto(opts.admin + '/', { timeout: 30000 });
     const ids = ['rtcserver_sup', 'registry', 'listener', 'rooms_sup', 'peers_sup',
       ...rooms.map((r) => `room:${r}`), ...Object.values(peers).map((p) => `peer:${p}`)];
     for (const id of ids) {

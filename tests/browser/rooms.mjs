@@ -161,7 +161,7 @@ async function run() {
     for (let i = 0; i < ps.length && allIn; i++) {
       const page = ps[i];
       allIn = await check(`${labels[i]}: joins ${room}, gets its id and the ${i} already in, shows the camera`, async () => {
-        await page.goto(roomUrl, { timeout: 10000 });
+        await page.goto(roomUrl, { timeout: 30000 });
         await page.waitForFunction(() => window.rtc && window.rtc.id && ['in-room', 'full', 'closed', 'error']
           .includes(window.rtc.state), null, { timeout: 10000 });
         const snap = await rtcSnapshot(page);
@@ -306,7 +306,7 @@ async function run() {
     await check(`a 4th page in the same room is told "This room is full", with a link to ${room}-2 that opens it`, async () => {
       const p4 = await newPage(ctxs[0], 'P4');
       try {
-        await p4.goto(roomUrl, { timeout: 10000 });
+        await p4.goto(roomUrl, { timeout: 30000 });
         // A new tab on a loaded machine (2 cores, three calls) can take several seconds to get there.
         await p4.locator('#full').waitFor({ state: 'visible', timeout: 15000 });
         const text = await p4.textContent('#full');
