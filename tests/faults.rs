@@ -46,6 +46,13 @@ async fn two_pairs(s: &TestServer) -> ((Client, Client), (Client, Client)) {
     ((a, b), (c, d))
 }
 
+/// Under the 300 ms of the delay rules these tests set: a message that took less was not
+/// delayed. (Alone, undelayed messages take 0.7-1.7 ms and delayed answers 301-305 ms; the
+/// bounds are wide because CI's 2 cores run this binary's tests at once and other work besides.)
+const NOT_DELAYED: Duration = Duration::from_millis(300);
+/// How late past its delay a delayed message may be on a loaded machine.
+const SLACK: Duration = Duration::from_millis(700);
+
 /// The control pair exchanges one of each type the rules aim at; all arrive at once.
 async fn control_sees_nothing(c: &mut Client, d: &mut Client) {
     for kind in ["offer", "answer", "candidate"] {
@@ -54,7 +61,7 @@ async fn control_sees_nothing(c: &mut Client, d: &mut Client) {
         c.send(&text).await;
         assert_eq!(d.recv_text().await, text);
         assert!(
-            sent.elapsed() < Duration::from_millis(150),
+            sent.elapsed() < NOT_DELAYED,
             "the control pair's {kind} took {:?}",
             sent.elapsed()
         );
@@ -92,12 +99,12 @@ fn delayed_answers_arrive_late_others_do_not() {
         eprintln!("answers late by {late:?}; candidates after {others:?}");
         for t in &late {
             assert!(
-                (Duration::from_millis(300)..Duration::from_millis(350)).contains(t),
+                (Duration::from_millis(300)..Duration::from_millis(300) + SLACK).contains(t),
                 "an answer {t:?} late"
             );
         }
         for t in &others {
-            assert!(*t < Duration::from_millis(20), "a candidate took {t:?}");
+            assert!(*t < NOT_DELAYED, "a candidate took {t:?}");
         }
         // Three answers back to back: held in one lane, delivered in the order sent.
         for i in 0..3 {
@@ -114,7 +121,7 @@ fn delayed_answers_arrive_late_others_do_not() {
         a.send(r#"{"type":"answer","sdp":{"type":"pranswer"}}"#)
             .await;
         b.recv_text().await;
-        assert!(sent.elapsed() < Duration::from_millis(150));
+        assert!(sent.elapsed() < NOT_DELAYED);
         control_sees_nothing(&mut c, &mut d).await;
 
         let log = fault_log(&s).await;
