@@ -315,14 +315,7 @@ fn a_restarted_rooms_sup_starts_with_a_clean_restart_history() {
 
 #[test]
 fn six_listener_crashes_over_http_stop_the_binary_non_zero_with_a_clear_log_line() {
-    let mut bin = Binary::start(&[
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--admin-bind",
-        "127.0.0.1:0",
-    ]);
+    let mut bin = Binary::on_loopback(&[]);
     let (_, admin) = bin.addresses();
     run(async {
         for _ in 0..6 {
@@ -579,14 +572,7 @@ fn the_observer_page_is_served_at_the_root() {
 /// SIGTERM right after its teardown.
 #[test]
 fn the_event_stream_says_stopped_before_the_binary_exits_on_sigterm() {
-    let mut bin = Binary::start(&[
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--admin-bind",
-        "127.0.0.1:0",
-    ]);
+    let mut bin = Binary::on_loopback(&[]);
     let (_, admin) = bin.addresses();
     run(async {
         let mut events = Sse::open(admin).await;

@@ -114,18 +114,7 @@ fn a_chaos_crash_of_a_peer_closes_only_the_sender_with_1011() {
 
 #[test]
 fn the_binary_takes_the_chaos_flags_and_logs_the_seed() {
-    let mut bin = Binary::start(&[
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--admin-bind",
-        "127.0.0.1:0",
-        "--chaos",
-        "room=0.5,listener=0.001",
-        "--chaos-seed",
-        "7",
-    ]);
+    let mut bin = Binary::on_loopback(&["--chaos", "room=0.5,listener=0.001", "--chaos-seed", "7"]);
     let seed_line = bin.wait_for_line("chaos mode: ");
     assert!(
         seed_line.starts_with("room=0.5,listener=0.001, seed 7 "),

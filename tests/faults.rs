@@ -601,16 +601,7 @@ fn the_binary_takes_a_rules_file_and_a_seed() {
         r#"[{"name":"late","action":"delay","params":{"ms":10}}]"#,
     )
     .expect("write");
-    let mut bin = Binary::start(&[
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--admin-bind",
-        "127.0.0.1:0",
-        "--faults",
-        good.to_str().expect("utf-8 path"),
-    ]);
+    let mut bin = Binary::on_loopback(&["--faults", good.to_str().expect("utf-8 path")]);
     let seed_line = bin.wait_for_line("fault seed ");
     let seed: u64 = seed_line
         .split_whitespace()
@@ -623,16 +614,7 @@ fn the_binary_takes_a_rules_file_and_a_seed() {
         .json();
     assert_eq!(faults["seed"], seed);
     assert_eq!(faults["rules"][0]["name"], "late");
-    let mut seeded = Binary::start(&[
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--admin-bind",
-        "127.0.0.1:0",
-        "--fault-seed",
-        "77",
-    ]);
+    let mut seeded = Binary::on_loopback(&["--fault-seed", "77"]);
     let (_, admin) = seeded.addresses();
     let faults = futures_lite::future::block_on(get(admin, "/faults"))
         .expect(200)

@@ -147,16 +147,7 @@ fn shutdown_does_not_wait_for_a_stalled_reader() {
 
 /// The binary with its default bound (8 MiB), for its memory as the kernel reports it.
 fn binary(extra: &[&str]) -> (Binary, std::net::SocketAddr, std::net::SocketAddr) {
-    let mut args = vec![
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--admin-bind",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    let mut bin = Binary::start(&args);
+    let mut bin = Binary::on_loopback(extra);
     let (addr, admin) = bin.addresses();
     (bin, addr, admin)
 }

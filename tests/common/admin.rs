@@ -230,6 +230,20 @@ impl Binary {
         }
     }
 
+    /// The binary on loopback: an ephemeral port and an ephemeral admin port, then `extra`.
+    pub fn on_loopback(extra: &[&str]) -> Binary {
+        let mut args = vec![
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--admin-bind",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        Binary::start(&args)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
