@@ -110,6 +110,20 @@ fn a_panicking_on_join_costs_its_room_one_restart_and_the_joiner_gets_room_crash
         for _ in 0..4 {
             join_crashes(&server, "boom").await;
         }
+        // The joiner hears of the crash before rooms_sup has restarted the room: wait for
+        // the fourth restart itself (an escalation on the way fails the test).
+        let fourth = server
+            .event("the room's fourth restart", |e| match e {
+                Event::Supervision(SupervisorEvent::Escalated { supervisor, reason }) => {
+                    panic!("{supervisor} escalated: {reason}")
+                }
+                Event::Supervision(SupervisorEvent::Restarted {
+                    child, restarts, ..
+                }) => child == "named:boom" && *restarts >= 4,
+                _ => false,
+            })
+            .await;
+        drop(fourth);
         let rooms_sup = &server.handle.tree().children[2];
         assert_eq!(rooms_sup.restarts, 0, "rooms_sup never restarted");
         let room = rooms_sup.children.iter().find(|c| c.id == "named:boom");

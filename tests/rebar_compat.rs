@@ -2,9 +2,12 @@
 //! `rebar compile`, then `erl -pa deps/*/ebin apps/*/ebin -sasl errlog_type
 //! error -s rtcserver_app`, a GETROOM over a real WebSocket, and `q().`.
 //!
-//! This builds the release binary through rebar-compat/rebar (a few minutes
-//! the first time), into $CARGO_TARGET_DIR or the workspace's target/, which
-//! is where rebar-compat/erl looks for it.
+//! `rebar compile` builds the release binary (minutes from scratch). The test
+//! runs the same commands with `RTCSERVER_PROFILE=dev`, so that they build and
+//! start the dev binary that `cargo test` has already built: the scripts'
+//! path is the same, and CI stays within its time budget. Set
+//! `RTCSERVER_TEST_PROFILE=release` to run the book's sequence on the release
+//! build.
 use async_net::TcpStream;
 use async_tungstenite::tungstenite::Message;
 use futures_lite::StreamExt;
@@ -17,6 +20,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// The Cargo profile `rebar compile` builds and `erl` runs here (see the module comment).
+fn profile() -> String {
+    std::env::var("RTCSERVER_TEST_PROFILE").unwrap_or_else(|_| "dev".into())
+}
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -149,8 +157,28 @@ fn write_sys_config(port: u16) -> PathBuf {
 }
 
 fn rebar_compile(root: &Path) {
-    let status = Command::new(root.join("rebar-compat/rebar"))
+    let mut rebar = Command::new(root.join("rebar-compat/rebar"));
+    // cargo sets these for this test only; ring's build script reruns when one of them
+    // changes, which would rebuild ring and all above it here and again in the next
+    // `cargo test`. A user's shell has none of them.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_tests = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+            || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&&*name);
+        if set_for_tests {
+            rebar.env_remove(&*name);
+        }
+    }
+    let status = rebar
         .arg("compile")
+        .env("RTCSERVER_PROFILE", profile())
         .current_dir(root)
         .status()
         .expect("run rebar-compat/rebar");
@@ -165,6 +193,7 @@ fn book_commands_start_serve_and_stop_the_server() {
     let port = free_port();
     let config = write_sys_config(port);
     let mut child = Command::new(root.join("rebar-compat/erl"))
+        .env("RTCSERVER_PROFILE", profile())
         // The book's command line; the globs stay unexpanded without a shell,
         // just as bash leaves them when deps/ and apps/ hold no ebin folders.
         .args([
@@ -283,5 +312,33 @@ fn rebar_refuses_unknown_commands() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         "rebar: unknown command 'generate' (this is rtcserver's rebar-compat; known: get-deps, compile, clean)\n"
+    );
+}
+
+#[test]
+fn rebar_and_erl_refuse_an_unknown_profile() {
+    let root = workspace();
+    let out = Command::new(root.join("rebar-compat/rebar"))
+        .arg("compile")
+        .env("RTCSERVER_PROFILE", "fast")
+        .current_dir(&root)
+        .output()
+        .expect("run rebar-compat/rebar");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "rebar: RTCSERVER_PROFILE must be release or dev, not fast\n"
+    );
+    let out = Command::new(root.join("rebar-compat/erl"))
+        .args(["-s", "rtcserver_app"])
+        .env("RTCSERVER_PROFILE", "fast")
+        .env_remove("RTCSERVER_BIN")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rebar-compat/erl");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "erl: RTCSERVER_PROFILE must be release or dev, not fast\n"
     );
 }
