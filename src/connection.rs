@@ -377,7 +377,7 @@ async fn enter_named(
             .with_chaos(shared.chaos.clone())
             .with_faults(shared.faults.clone());
             let welcome = RoomMessage::authenticated(id, &room.name, &members);
-            let welcomed = match handler.outgoing(welcome) {
+            let welcomed = match handler.reply(welcome) {
                 Some(Command::Send(frame)) => ws.send(frame).await.is_ok(),
                 _ => true,
             };

@@ -89,13 +89,38 @@ impl NamedPeer {
         }
     }
 
+    /// The server's own reply to this peer (`authenticated`, `error`), after its `on_send`
+    /// hook: through the fault rules when any is set (docs/faults.md, "The server's replies").
+    pub fn reply(&self, message: RoomMessage) -> Option<Command> {
+        let command = self.outgoing(message)?;
+        let Some(faults) = self.faults.as_ref().filter(|f| f.is_active()) else {
+            return Some(command);
+        };
+        let Command::Send(Message::Text(text)) = &command else {
+            return Some(command);
+        };
+        let out = Outgoing {
+            endpoint: Endpoint::Rooms,
+            room: &self.key,
+            from: Sender::Server,
+            text,
+            // Past `on_send` already: queued as written.
+            via: Via::Relay,
+        };
+        if faults.reply(&out, &self.me) {
+            None
+        } else {
+            Some(command)
+        }
+    }
+
     fn received(&self, text: &str) -> Option<Command> {
         let max_to = rooms_protocol::max_addressees(self.room.max_peers);
         let message = match rooms_protocol::parse(text, max_to) {
             Ok(m) => m,
             Err(e) => {
                 log::debug!("peer {}: invalid message: {e}", self.me.id());
-                return self.outgoing(RoomMessage::error(description::INVALID_MESSAGE));
+                return self.reply(RoomMessage::error(description::INVALID_MESSAGE));
             }
         };
         let Action::Forward(message) = self.peer_hooks.on_receive(&self.auth, message) else {
@@ -137,7 +162,7 @@ impl NamedPeer {
                 if unknown.is_empty() {
                     None
                 } else {
-                    self.outgoing(RoomMessage::unknown_peers(&unknown))
+                    self.reply(RoomMessage::unknown_peers(&unknown))
                 }
             }
         }

@@ -11,7 +11,7 @@ use crate::mailbox::{PeerMsg, PeerRef};
 use crate::registry::{Registry, RoomKey};
 use crate::rooms_sup::{CreateError, Rooms};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::{Message, Utf8Bytes};
 use std::sync::Arc;
 
 /// What the connection loop does for the handler.
@@ -76,6 +76,25 @@ impl BookPeer {
     }
 
     /// One room per peer: the old registration goes once the new one holds.
+    /// The server's own reply to this peer (`GETROOM`'s answer, `WRONGROOM`), about `room`:
+    /// through the fault rules when any is set (docs/faults.md, "The server's replies").
+    fn reply(&self, room: &RoomKey, text: String) -> Option<Command> {
+        let text = Utf8Bytes::from(text);
+        if let Some(faults) = self.faults.as_ref().filter(|f| f.is_active()) {
+            let out = Outgoing {
+                endpoint: Endpoint::Book,
+                room,
+                from: Sender::Server,
+                text: &text,
+                via: Via::Relay,
+            };
+            if faults.reply(&out, &self.me) {
+                return None;
+            }
+        }
+        Some(Command::Send(Message::Text(text)))
+    }
+
     fn move_to(&mut self, key: RoomKey) {
         if let Some(old) = self.room.replace(key) {
             if self.registry.unreg(&old, self.me.id()) {
@@ -100,9 +119,7 @@ impl Handler for BookPeer {
             Ok(ClientMessage::GetRoom) => match self.rooms.create_book_room(&self.me) {
                 Ok(n) => {
                     self.move_to(RoomKey::Book(n));
-                    Some(Command::Send(Message::text(book_protocol::getroom_reply(
-                        n,
-                    ))))
+                    self.reply(&RoomKey::Book(n), book_protocol::getroom_reply(n))
                 }
                 Err(CreateError::NoFreeNumber) => {
                     Some(Command::Close(CloseCode::Again, "no free room number"))
@@ -119,9 +136,13 @@ impl Handler for BookPeer {
                             self.move_to(key);
                             return None;
                         }
-                        Some(wrongroom())
+                        self.reply(&key, book_protocol::WRONGROOM_REPLY.into())
                     }
-                    _ => Some(wrongroom()),
+                    // No number: as in no room (`#0` for the fault rules).
+                    _ => self.reply(
+                        &key.unwrap_or(RoomKey::Book(0)),
+                        book_protocol::WRONGROOM_REPLY.into(),
+                    ),
                 }
             }
             Ok(ClientMessage::Relay) => {
@@ -168,8 +189,4 @@ impl Handler for BookPeer {
             PeerMsg::Relay(text) | PeerMsg::Event(text) => Some(Command::Send(Message::Text(text))),
         }
     }
-}
-
-fn wrongroom() -> Command {
-    Command::Send(Message::text(book_protocol::WRONGROOM_REPLY))
 }

@@ -63,6 +63,18 @@ pub struct Order {
     pub peers: HashMap<PeerId, u32>,
 }
 
+impl Order {
+    /// Where a peer outside every room stands: room `#0`, no members (fault rules then name
+    /// the peer by its id).
+    pub fn outside() -> Self {
+        Order {
+            room: 0,
+            next_peer: 0,
+            peers: HashMap::new(),
+        }
+    }
+}
+
 /// A message to the registry process.
 pub enum RegistryMsg {
     /// A peer ended (gproc's `'DOWN'` from its monitor).

@@ -16,13 +16,32 @@ use std::time::{Duration, Instant};
 impl Faults {
     /// Sends `out` to `receivers` through the rules; called only when [`is_active`](Self::is_active).
     pub fn send(&self, out: &Outgoing<'_>, receivers: &[PeerRef]) {
+        self.route(out, receivers, false);
+    }
+
+    /// The server's own reply to `to`, the peer that asked (`GETROOM`'s answer, `WRONGROOM`,
+    /// `authenticated`, `error`), through the rules: true when they took it (dropped it, or
+    /// queued it in `to`'s mailbox, late or not); false when none acted, and the caller writes
+    /// it at once, exactly as without rules (so that, e.g., `authenticated` still comes first).
+    /// A peer outside every room gets it as in room `#0`, named by its id.
+    pub fn reply(&self, out: &Outgoing<'_>, to: &PeerRef) -> bool {
+        self.route(out, std::slice::from_ref(to), true)
+    }
+
+    fn route(&self, out: &Outgoing<'_>, receivers: &[PeerRef], reply: bool) -> bool {
         let rules = Arc::clone(&lock(&self.0.rules));
-        let order = self.0.registry.order(out.room);
+        let order = match self.0.registry.order(out.room) {
+            None if reply => Some(Order::outside()),
+            order => order,
+        };
         let Some(order) = order.filter(|_| !rules.is_empty()) else {
+            if reply {
+                return false;
+            }
             for to in receivers {
                 out.via.deliver(to, out.text);
             }
-            return;
+            return false;
         };
         let parsed: Option<Value> = serde_json::from_str(out.text.as_str()).ok();
         let kind_key = match out.endpoint {
@@ -73,7 +92,7 @@ impl Faults {
             .filter(|i| i.rule.matcher.direction == Direction::Upstream)
         {
             if !ctx.step(installed, "*", &mut upstream) {
-                return;
+                return true;
             }
         }
         for to in receivers {
@@ -97,6 +116,12 @@ impl Faults {
             if !delivered {
                 continue;
             }
+            let untouched = effect.delay.is_zero()
+                && effect.copies == 0
+                && effect.lane.as_ref().is_none_or(|lane| lane.is_idle());
+            if reply && untouched {
+                return false;
+            }
             match &effect.lane {
                 Some(lane) => lane.send(
                     effect.delay,
@@ -109,6 +134,7 @@ impl Faults {
                 None => out.via.deliver(to, out.text),
             }
         }
+        true
     }
 
     fn record(&self, rule: &str, key: String, index: u64, kind: &str, fired: Fired, base: Value) {

@@ -65,6 +65,11 @@ impl Lane {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Holds nothing: a message sent now would not overtake one of its stream.
+    pub fn is_idle(&self) -> bool {
+        self.lock().held.is_empty()
+    }
+
     /// Delivers `copies` of `text` to `to` after `delay`, behind what the lane holds already.
     /// With nothing held and no delay, delivered now: the lane costs nothing then.
     pub fn send(
