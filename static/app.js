@@ -376,6 +376,12 @@
   }
 
   async function onOffer(message) {
+    if (rtc.pc && rtc.pc.remoteDescription && rtc.pc.remoteDescription.sdp === message.sdp) {
+      // The offer in force, again (a resent or duplicated message): a new party's offer has
+      // another session. Taking it for a new party would tear down a working call.
+      console.warn('ignoring a copy of the offer in force');
+      return;
+    }
     if (rtc.pc && rtc.pc.remoteDescription) {
       // A new party entered the room after the previous one left without a word: start over.
       closePeerConnection(true);

@@ -491,6 +491,12 @@
   async function onOffer(peer, data) {
     const pc = peer.pc;
     if (!pc || !data || typeof data.sdp !== 'string') return;
+    if (pc.signalingState === 'stable' && pc.remoteDescription && pc.remoteDescription.sdp === data.sdp) {
+      // The offer in force, again (a resent or duplicated message): answering it anew would
+      // send an answer the other side no longer waits for.
+      console.warn('ignoring a copy of the offer in force from ' + peer.id);
+      return;
+    }
     if (pc.signalingState !== 'stable') {
       if (!politeTo(peer.id)) {
         console.warn('ignoring an offer from ' + peer.id + ' that crossed ours');

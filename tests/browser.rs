@@ -98,3 +98,10 @@ fn three_browsers_make_a_mesh_call_in_a_named_room() {
 fn the_observer_page_draws_the_tree_and_crashes_a_child() {
     run_script("observer.mjs");
 }
+
+/// README "Testing your client against message faults": the demo call under slow signaling,
+/// candidates before the offer and answer, a duplicated answer and a duplicated offer.
+#[test]
+fn the_demo_call_lives_through_message_faults() {
+    run_script("faults.mjs");
+}

@@ -208,6 +208,7 @@ export class Browsers {
     page.on('close', () => fs.writeFileSync(logPath, lines.join('\n') + '\n'));
     page.flushLog = () => fs.writeFileSync(logPath, lines.join('\n') + '\n');
     page.pageErrors = () => lines.filter((l) => l.startsWith('[pageerror]'));
+    page.consoleLines = () => lines.slice();
     return page;
   }
 
