@@ -30,8 +30,12 @@ pub struct AdminArgs {
     #[arg(long, value_name = "ADDR|off")]
     pub admin_bind: Option<AdminBind>,
     /// Require "Authorization: Bearer TOKEN" on the admin API; needed to bind it beyond loopback.
+    /// Visible in `ps`: prefer --admin-token-file or RTCSERVER_ADMIN_TOKEN.
     #[arg(long, value_name = "TOKEN")]
     pub admin_token: Option<AdminToken>,
+    /// As --admin-token, the token being the first line of this file.
+    #[arg(long, value_name = "PATH")]
+    pub admin_token_file: Option<std::path::PathBuf>,
     /// Chaos mode: crash probabilities per relayed message (room, peer) and per accepted
     /// connection (listener), e.g. room=0.01,peer=0.001,listener=0.0001.
     #[arg(long, value_name = "SPEC")]
@@ -50,6 +54,18 @@ pub struct AdminArgs {
     pub faults: Option<std::path::PathBuf>,
 }
 
+/// The environment variable that may hold the admin token (not visible in `ps`).
+pub const TOKEN_ENV: &str = "RTCSERVER_ADMIN_TOKEN";
+
+/// The token in the first line of `path`; errors name the file, never what it holds.
+fn token_file(path: &std::path::Path) -> Result<AdminToken, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --admin-token-file {}: {e}", path.display()))?;
+    let line = text.lines().next().unwrap_or_default().trim_end();
+    line.parse()
+        .map_err(|e| format!("--admin-token-file {}: {e}", path.display()))
+}
+
 impl AdminArgs {
     /// Sets `config` from the flags; the error is for the user (an unreadable `--faults` file).
     pub fn apply(self, config: &mut Config) -> Result<(), String> {
@@ -58,7 +74,24 @@ impl AdminArgs {
             // An address the user chose must be had, or the start fails.
             config.admin_bind_required = true;
         }
-        config.admin_token = self.admin_token.or(config.admin_token.take());
+        let from_env = std::env::var_os(TOKEN_ENV);
+        config.admin_token = match (self.admin_token, &self.admin_token_file, from_env) {
+            (None, None, None) => config.admin_token.take(),
+            (Some(token), None, None) => Some(token),
+            (None, Some(path), None) => Some(token_file(path)?),
+            (None, None, Some(value)) => Some(
+                value
+                    .to_str()
+                    .unwrap_or_default()
+                    .parse()
+                    .map_err(|e| format!("{TOKEN_ENV}: {e}"))?,
+            ),
+            _ => {
+                return Err(format!(
+                    "give the admin token one way: --admin-token, --admin-token-file or {TOKEN_ENV}"
+                ))
+            }
+        };
         config.chaos = self.chaos.or(config.chaos);
         config.chaos_seed = self.chaos_seed.or(config.chaos_seed);
         config.fault_seed = self.fault_seed.or(config.fault_seed);

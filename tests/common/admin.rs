@@ -203,8 +203,14 @@ pub struct Binary {
 
 impl Binary {
     pub fn start(args: &[&str]) -> Binary {
+        Binary::start_with_env(args, &[])
+    }
+
+    /// The binary with `args` and these environment variables set.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Binary {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rtcserver"))
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
