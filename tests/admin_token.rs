@@ -68,13 +68,16 @@ fn the_token_comes_from_the_environment() {
     wants(&mut binary, "fr0m-the-env");
 }
 
+/// Extra arguments, environment, and what the log must say.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 /// Two sources, a missing file and an empty one: the start fails with exit status 1 and a line
 /// that says why (and never the token).
 #[test]
 fn a_token_given_twice_or_unreadable_stops_the_start() {
     let empty = TempFile::new("empty", "\n");
     let file = TempFile::new("both", "t0ken\n");
-    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+    let cases: [Case; 4] = [
         (
             &["--admin-token", "a", "--admin-token-file", file.path()],
             &[],
