@@ -44,6 +44,9 @@ pub struct AppEnv {
     /// `info`, `critical`/`alert`/`emergency` -> `error`, `none` -> `off`,
     /// `all` -> `trace`).
     pub log_level: Option<String>,
+    /// `{allowed_origins, ["https://a.example"]}` (or one string, comma-separated, or `'*'`):
+    /// as `--allowed-origins`.
+    pub allowed_origins: Option<crate::origins::AllowedOrigins>,
     /// Non-fatal findings (unknown keys, duplicates, ...) for the caller to log.
     pub warnings: Vec<String>,
 }
@@ -297,12 +300,29 @@ fn apply_env(env: &mut AppEnv, value: &Term) -> Result<(), AppEnvError> {
                     Some(dir.ok_or_else(|| bad("static_dir", "a non-empty path as a string", v))?);
             }
             "log_level" => env.log_level = Some(log_level(v)?),
+            "allowed_origins" => env.allowed_origins = Some(allowed_origins(v)?),
             other => env
                 .warnings
                 .push(format!("unknown key '{other}' in {APP} env, ignored")),
         }
     }
     Ok(())
+}
+
+/// A list of origin strings, or one string (`"https://a.example,https://b.example"`, `"*"`).
+fn allowed_origins(v: &Term) -> Result<crate::origins::AllowedOrigins, AppEnvError> {
+    const EXPECTED: &str = "a list of origins as strings (\"https://host[:port]\"), or \"*\"";
+    let parsed = match v {
+        Term::List(items) => {
+            let texts: Option<Vec<String>> = items.iter().map(text).collect();
+            let texts = texts.ok_or_else(|| bad("allowed_origins", EXPECTED, v))?;
+            crate::origins::AllowedOrigins::from_entries(texts.iter().map(String::as_str))
+        }
+        other => text(other)
+            .ok_or_else(|| bad("allowed_origins", EXPECTED, v))?
+            .parse(),
+    };
+    parsed.map_err(|_| bad("allowed_origins", EXPECTED, v))
 }
 
 fn bad(key: &'static str, expected: &'static str, found: &Term) -> AppEnvError {
@@ -420,6 +440,28 @@ mod tests {
                 ..AppEnv::default()
             }
         );
+    }
+
+    #[test]
+    fn allowed_origins_as_a_list_or_one_string() {
+        let origins = |env: &str| {
+            from_text(&format!("{{application, rtcserver, [{{env, [{env}]}}]}}."))
+                .map(|e| e.allowed_origins.map(|o| o.to_string()))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            origins(r#"{allowed_origins, ["https://a.example", "http://b.example:8080"]}"#),
+            Ok(Some("https://a.example,http://b.example:8080".into()))
+        );
+        assert_eq!(
+            origins(r#"{allowed_origins, "https://a.example,https://c.example"}"#),
+            Ok(Some("https://a.example,https://c.example".into()))
+        );
+        assert_eq!(origins(r#"{allowed_origins, "*"}"#), Ok(Some("*".into())));
+        for bad in [r#"["ftp://a"]"#, "[]", "42", r#"[https]"#] {
+            let e = origins(&format!("{{allowed_origins, {bad}}}")).expect_err(bad);
+            assert!(e.contains("allowed_origins"), "{bad}: {e}");
+        }
     }
 
     #[test]

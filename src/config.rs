@@ -54,6 +54,8 @@ pub struct Config {
     /// Required as `Authorization: Bearer <token>` when set; a non-loopback `admin_bind`
     /// without one is refused.
     pub admin_token: Option<crate::admin::AdminToken>,
+    /// The pages (by `Origin`) that may open a WebSocket: any by default, as the original.
+    pub allowed_origins: crate::origins::AllowedOrigins,
     /// Proxies whose `X-Forwarded-For` names the client; nobody's by default.
     pub trusted_proxies: crate::trusted_proxies::TrustedProxies,
     /// Chaos mode: crash children at these rates.
@@ -90,6 +92,7 @@ impl Default for Config {
             admin_bind: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 30001)),
             admin_bind_required: false,
             admin_token: None,
+            allowed_origins: Default::default(),
             trusted_proxies: Default::default(),
             chaos: None,
             chaos_seed: None,

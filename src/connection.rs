@@ -5,6 +5,7 @@ use crate::hooks::{AuthData, TerminateReason};
 use crate::http::{self, Route};
 use crate::mailbox::{Control, Delivered, Inbox};
 use crate::named_peer::NamedPeer;
+use crate::origins::Verdict;
 use crate::peer::{BookPeer, Command, Handler};
 use crate::registry::PeerId;
 use crate::rooms_protocol::{self, RoomMessage};
@@ -175,7 +176,22 @@ async fn open(
     let client = from.to_string();
     // A one-shot answer is given up on a control order: a client that never reads a large
     // file must not keep its peer process past a stop or a crash.
-    let answer = match http::route(&request) {
+    let route = http::route(&request);
+    if matches!(route, Route::BookSocket | Route::RoomSocket(_)) {
+        // Before any hook or room sees the request: a page of another site gets nothing.
+        let origin = request.header("origin");
+        let why = match shared.config.allowed_origins.check(origin) {
+            Verdict::Allowed => None,
+            Verdict::NotListed => Some("origin not allowed"),
+            Verdict::Malformed => Some("malformed Origin header"),
+        };
+        if let Some(why) = why {
+            let why = format!("{why}: {:?}", http::Shown(origin.unwrap_or_default()));
+            refuse(&mut stream, &request, &client, 403, why).await;
+            return None;
+        }
+    }
+    let answer = match route {
         Route::Reject(status, why) => {
             log::warn!(
                 "{client}: HTTP {status} for {} {:?}: {why}",

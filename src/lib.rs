@@ -40,6 +40,7 @@ pub mod listener;
 pub mod mailbox;
 pub mod metrics;
 pub mod named_peer;
+pub mod origins;
 pub mod peer;
 pub mod peers_sup;
 pub mod registry;

@@ -75,6 +75,11 @@ struct Cli {
     /// client].
     #[arg(long, value_name = "CIDR,...")]
     trusted_proxies: Option<rtcserver::trusted_proxies::TrustedProxies>,
+    /// Pages allowed to open a WebSocket, by their Origin (e.g. https://a.example,https://b.example);
+    /// others get HTTP 403 before the upgrade; a request without Origin (not a browser page)
+    /// is let through [default: * (any), as the original].
+    #[arg(long, value_name = "ORIGIN,...")]
+    allowed_origins: Option<rtcserver::origins::AllowedOrigins>,
     #[command(flatten)]
     admin: rtcserver::admin::cli::AdminArgs,
 }
@@ -162,6 +167,9 @@ fn main() -> ExitCode {
     }
     config.tls_port = cli.tls_port;
     config.tls_only = cli.tls_only;
+    if let Some(origins) = cli.allowed_origins.or(env.allowed_origins) {
+        config.allowed_origins = origins;
+    }
     if let Some(proxies) = cli.trusted_proxies {
         config.trusted_proxies = proxies;
     }

@@ -206,3 +206,41 @@ fn a_target_that_is_not_a_path_is_400_over_https() {
         server.assert_clean().await;
     });
 }
+
+/// docs/flags.md, `--allowed-origins`, over TLS: the same 403 before the upgrade.
+#[test]
+fn an_unlisted_origin_gets_403_over_wss_too() {
+    run(async {
+        let cert = Certificate::new("origins");
+        let server = server_with(|c| {
+            c.tls = Some(cert.files());
+            c.allowed_origins = "https://a.example".parse().expect("origins");
+        });
+        let tls_addr = server.handle.tls_addr().expect("a TLS port");
+        for (path, origin, status) in [
+            ("/", "https://b.example", "403"),
+            ("/socket/lobby", "https://b.example", "403"),
+            ("/", "https://a.example", "101"),
+        ] {
+            let mut wss = cert.tls(tls_addr).await;
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{UPGRADE_HEADERS}Origin: {origin}\r\n\r\n"
+            );
+            wss.write_all(request.as_bytes()).await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                within(WAIT, "the answer", wss.read_exact(&mut byte))
+                    .await
+                    .unwrap();
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head);
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{path} from {origin}: {head}"
+            );
+        }
+        server.assert_clean().await;
+    });
+}
