@@ -161,9 +161,17 @@ async fn open(
         Err(http::ReadError::Closed) | Err(http::ReadError::Io(_)) => return None,
         Err(e) => {
             log::warn!("{addr}: {e}");
-            if !matches!(e, http::ReadError::Timeout) {
-                let _ =
-                    http::respond(&mut stream, 400, "text/plain", b"bad request\n", false).await;
+            // A silent connection is just closed; half a request is told why, as cowboy does.
+            let (status, reason, body): (_, _, &[u8]) = match e {
+                http::ReadError::Timeout { partial: false } => (None, "handshake_timeout", b""),
+                http::ReadError::Timeout { partial: true } => {
+                    (Some(408), "request_timeout", b"request timeout\n")
+                }
+                _ => (Some(400), "bad_request", b"bad request\n"),
+            };
+            shared.metrics.http_rejected(status, reason);
+            if let Some(status) = status {
+                let _ = http::respond(&mut stream, status, "text/plain", body, false).await;
             }
             return None;
         }
@@ -180,19 +188,27 @@ async fn open(
     if matches!(route, Route::BookSocket | Route::RoomSocket(_)) {
         // Before any hook or room sees the request: a page of another site gets nothing.
         let origin = request.header("origin");
-        let why = match shared.config.allowed_origins.check(origin) {
+        let why_kind = shared.config.allowed_origins.check(origin);
+        let why = match why_kind {
             Verdict::Allowed => None,
             Verdict::NotListed => Some("origin not allowed"),
             Verdict::Malformed => Some("malformed Origin header"),
         };
         if let Some(why) = why {
             let why = format!("{why}: {:?}", http::Shown(origin.unwrap_or_default()));
-            refuse(&mut stream, &request, &client, 403, why).await;
+            let reason = match why_kind {
+                Verdict::Malformed => "malformed_origin",
+                _ => "origin_not_allowed",
+            };
+            refuse(&shared, &mut stream, &request, &client, (403, reason), why).await;
             return None;
         }
     }
     let answer = match route {
         Route::Reject(status, why) => {
+            shared
+                .metrics
+                .http_rejected(Some(status), http::rejection_reason(status));
             log::warn!(
                 "{client}: HTTP {status} for {} {:?}: {why}",
                 request.method,
@@ -215,6 +231,7 @@ async fn open(
                 if page {
                     serve_file(&shared, &mut stream, "room.html", head_only).await
                 } else {
+                    shared.metrics.http_rejected(Some(404), "no_such_room");
                     let body = b"no such room\n";
                     http::respond(&mut stream, 404, "text/plain", body, head_only).await
                 }
@@ -262,7 +279,10 @@ async fn serve_file(
 ) -> std::io::Result<()> {
     match std::fs::read(shared.config.static_dir.join(rel)) {
         Ok(body) => http::respond(stream, 200, http::content_type(rel), &body, head_only).await,
-        Err(_) => http::respond(stream, 404, "text/plain", b"not found\n", head_only).await,
+        Err(_) => {
+            shared.metrics.http_rejected(Some(404), "not_found");
+            http::respond(stream, 404, "text/plain", b"not found\n", head_only).await
+        }
     }
 }
 
@@ -300,17 +320,36 @@ async fn serve_named(
     let parse = std::panic::catch_unwind(AssertUnwindSafe(|| hooks.parse_request(&request, &name)));
     let parse = match parse {
         Ok(parse) => parse,
-        Err(panic) => hook_panicked(&mut stream, &request, client, "parse_request", panic).await,
+        Err(panic) => {
+            hook_panicked(
+                &shared,
+                &mut stream,
+                &request,
+                client,
+                "parse_request",
+                panic,
+            )
+            .await
+        }
     };
     let parsed = match parse {
         Ok(parsed) if http::valid_room_name(&parsed.room) => parsed,
         Ok(parsed) => {
             let why = format!("bad room name {:?}", parsed.room);
-            refuse(&mut stream, &request, client, 400, why).await;
+            refuse(
+                &shared,
+                &mut stream,
+                &request,
+                client,
+                (400, "bad_room_name"),
+                why,
+            )
+            .await;
             return None;
         }
         Err(refusal) => {
-            refuse(&mut stream, &request, client, 400, refusal.0).await;
+            let rejection = (400, "refused_by_hook");
+            refuse(&shared, &mut stream, &request, client, rejection, refusal.0).await;
             return None;
         }
     };
@@ -325,17 +364,33 @@ async fn serve_named(
     }));
     let init = match init {
         Ok(init) => init,
-        Err(panic) => hook_panicked(&mut stream, &request, client, "on_init", panic).await,
+        Err(panic) => hook_panicked(&shared, &mut stream, &request, client, "on_init", panic).await,
     };
     if let Err(refusal) = init {
         let who = auth.credentials.username().unwrap_or("-");
         let why = format!("not authenticated (user {who:?}): {refusal}");
-        refuse(&mut stream, &request, client, 401, why).await;
+        refuse(
+            &shared,
+            &mut stream,
+            &request,
+            client,
+            (401, "unauthorized"),
+            why,
+        )
+        .await;
         return None;
     }
     if !shared.rooms.named_room_exists(&auth.room) {
         let why = format!("no room {:?}", auth.room);
-        refuse(&mut stream, &request, client, 404, why).await;
+        refuse(
+            &shared,
+            &mut stream,
+            &request,
+            client,
+            (404, "no_such_room"),
+            why,
+        )
+        .await;
         return None;
     }
     // From here on the hooks hear of every end, a crash included: `on_terminate` pairs with the
@@ -430,6 +485,7 @@ async fn enter_named(
 /// A peer hook panicked before the upgrade: HTTP 500, as a crash after it closes with 1011,
 /// then the crash goes on to the supervisor (which logs and counts it).
 async fn hook_panicked(
+    shared: &Shared,
     stream: &mut Stream,
     request: &http::Request,
     client: &str,
@@ -437,18 +493,20 @@ async fn hook_panicked(
     panic: Box<dyn std::any::Any + Send>,
 ) -> ! {
     let why = format!("internal error (peer hook {hook} panicked)");
-    refuse(stream, request, client, 500, why).await;
+    refuse(shared, stream, request, client, (500, "hook_panic"), why).await;
     std::panic::resume_unwind(panic)
 }
 
-/// An HTTP error instead of the upgrade, logged once.
+/// An HTTP error instead of the upgrade, logged once and counted by `reason`.
 async fn refuse(
+    shared: &Shared,
     stream: &mut Stream,
     request: &http::Request,
     client: &str,
-    status: u16,
+    (status, reason): (u16, &'static str),
     why: String,
 ) {
+    shared.metrics.http_rejected(Some(status), reason);
     log::warn!(
         "{client}: HTTP {status} for {:?}: {why}",
         http::Shown(&request.path)

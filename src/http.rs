@@ -32,7 +32,11 @@ pub struct Request {
 
 #[derive(Debug)]
 pub enum ReadError {
-    Timeout,
+    /// The handshake timeout passed; `partial`: part of a request had come (answered 408, as
+    /// cowboy does), or nothing (just closed).
+    Timeout {
+        partial: bool,
+    },
     Closed,
     TooLarge,
     Malformed(String),
@@ -42,7 +46,12 @@ pub enum ReadError {
 impl fmt::Display for ReadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ReadError::Timeout => f.write_str("no request within the handshake timeout"),
+            ReadError::Timeout { partial: false } => {
+                f.write_str("no request within the handshake timeout")
+            }
+            ReadError::Timeout { partial: true } => {
+                f.write_str("an incomplete request at the handshake timeout")
+            }
             ReadError::Closed => f.write_str("closed before a request"),
             ReadError::TooLarge => f.write_str("request head too large"),
             ReadError::Malformed(e) => write!(f, "malformed request: {e}"),
@@ -58,6 +67,8 @@ pub async fn read_request<S: futures_lite::AsyncRead + Unpin>(
     stream: &mut S,
     timeout: Duration,
 ) -> Result<Request, ReadError> {
+    // Shared by the two racing futures of one task; atomic only because the task may move.
+    let partial = std::sync::atomic::AtomicBool::new(false);
     let read = async {
         let mut buf = Vec::with_capacity(1024);
         let mut chunk = [0u8; 1024];
@@ -66,6 +77,7 @@ pub async fn read_request<S: futures_lite::AsyncRead + Unpin>(
             if n == 0 {
                 return Err(ReadError::Closed);
             }
+            partial.store(true, std::sync::atomic::Ordering::Relaxed);
             buf.extend_from_slice(&chunk[..n]);
             if let Some(request) = parse_head(&buf)? {
                 return Ok(request);
@@ -77,7 +89,9 @@ pub async fn read_request<S: futures_lite::AsyncRead + Unpin>(
     };
     futures_lite::future::or(read, async {
         crate::deadline::after(timeout).await;
-        Err(ReadError::Timeout)
+        Err(ReadError::Timeout {
+            partial: partial.load(std::sync::atomic::Ordering::Relaxed),
+        })
     })
     .await
 }
@@ -277,13 +291,30 @@ pub fn switching_protocols(key: &str) -> String {
     )
 }
 
+/// The `reason` label of a rejected request in `/metrics`, by its status.
+pub fn rejection_reason(status: u16) -> &'static str {
+    match status {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        429 => "too_many_requests",
+        _ => "other",
+    }
+}
+
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        429 => "Too Many Requests",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Error",

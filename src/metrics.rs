@@ -70,6 +70,7 @@ pub struct Metrics {
     // Rare events with open-ended labels: a lock is cheaper than it looks here.
     escalations: Mutex<BTreeMap<String, u64>>,
     bad_input: Mutex<BTreeMap<(u16, &'static str), u64>>,
+    http_rejections: Mutex<BTreeMap<(Option<u16>, &'static str), u64>>,
     chaos: Mutex<BTreeMap<&'static str, u64>>,
     faults: Mutex<BTreeMap<(String, &'static str), u64>>,
     started: Instant,
@@ -85,6 +86,7 @@ impl Default for Metrics {
             restarts: ByKind::default(),
             escalations: Mutex::default(),
             bad_input: Mutex::default(),
+            http_rejections: Mutex::default(),
             chaos: Mutex::default(),
             faults: Mutex::default(),
             started: Instant::now(),
@@ -138,6 +140,14 @@ impl Metrics {
     pub fn bad_input(&self, code: u16, why: &str) {
         *lock(&self.bad_input)
             .entry((code, bad_input_reason(code, why)))
+            .or_default() += 1;
+    }
+
+    /// A request answered with an HTTP error instead of a page or an upgrade (`status`), or
+    /// closed without an answer (`None`: a silent connection at the handshake timeout).
+    pub fn http_rejected(&self, status: Option<u16>, reason: &'static str) {
+        *lock(&self.http_rejections)
+            .entry((status, reason))
             .or_default() += 1;
     }
 
@@ -268,6 +278,20 @@ impl Metrics {
             "counter",
             "Connections closed for bad input, by reason and close code.",
             &bad,
+        );
+        let rejections: Vec<(String, u64)> = lock(&self.http_rejections)
+            .iter()
+            .map(|((status, reason), n)| {
+                let status = status.map_or_else(|| "none".to_owned(), |s| s.to_string());
+                (format!("{{reason=\"{reason}\",status=\"{status}\"}}"), *n)
+            })
+            .collect();
+        metric(
+            "rtcserver_http_rejections_total",
+            "counter",
+            "Requests on the public port answered with an HTTP error instead of a page or an \
+             upgrade, by reason and status (status \"none\": closed without an answer).",
+            &rejections,
         );
         let chaos: Vec<(String, u64)> = lock(&self.chaos)
             .iter()

@@ -126,17 +126,35 @@ fn bad_upgrades_are_400() {
     });
 }
 
+/// docs/book-protocol.md (the handshake timeout): a silent connection is closed without a word;
+/// half a request is answered 408, as the original's cowboy does; both are counted in
+/// `rtcserver_http_rejections_total`.
 #[test]
-fn a_connection_silent_past_the_handshake_timeout_is_closed() {
+fn past_the_handshake_timeout_silence_is_closed_and_half_a_request_gets_408() {
     run(async {
         let s = server_with(|c| c.handshake_timeout = std::time::Duration::from_millis(200));
         let started = std::time::Instant::now();
-        assert_eq!(
-            raw_http(s.addr(), "GET / HTTP/1.1\r\n").await,
-            "",
-            "closed without an answer"
+        assert_eq!(raw_http(s.addr(), "").await, "", "closed without an answer");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let answer = raw_http(s.addr(), "GET / HTTP/1.1\r\nHost: x\r\n").await;
+        assert!(
+            answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{answer:.80}"
         );
         assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+        let answer = raw_http(s.addr(), "G").await;
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:.80}");
+        let metrics = common::admin::get(common::admin::admin(&s), "/metrics")
+            .await
+            .expect(200)
+            .body;
+        for line in [
+            r#"rtcserver_http_rejections_total{reason="handshake_timeout",status="none"} 1"#,
+            r#"rtcserver_http_rejections_total{reason="request_timeout",status="408"} 2"#,
+        ] {
+            assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+        }
         s.assert_clean().await;
     });
 }

@@ -1,6 +1,7 @@
 //! docs/flags.md, `--allowed-origins`: an upgrade from a page whose `Origin` is not listed gets
 //! HTTP 403 before any WebSocket exists, on both endpoints (over TLS: tests/tls.rs).
 mod common;
+use common::admin::*;
 use common::*;
 use rtcserver::origins::AllowedOrigins;
 
@@ -42,7 +43,7 @@ fn only_listed_origins_open_a_websocket_on_both_endpoints() {
             ] {
                 let answer = raw_http(s.addr(), &upgrade(path, origin)).await;
                 assert!(
-                    answer.starts_with("HTTP/1.1 403 ") && answer.contains(why),
+                    answer.starts_with("HTTP/1.1 403 Forbidden\r\n") && answer.contains(why),
                     "{path} from {origin:?}: {answer:.120}"
                 );
                 assert!(!answer.contains("101"), "{answer}");
@@ -54,6 +55,20 @@ fn only_listed_origins_open_a_websocket_on_both_endpoints() {
         )
         .await;
         assert!(page.starts_with("HTTP/1.1 200 "), "{page:.80}");
+        // Each refusal is counted by reason (docs/admin-api.md, metrics); a 404 beside them.
+        let missing = raw_http(s.addr(), "GET /static/nope.js HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(
+            missing.starts_with("HTTP/1.1 404 Not Found\r\n"),
+            "{missing:.80}"
+        );
+        let metrics = get(admin(&s), "/metrics").await.expect(200).body;
+        for line in [
+            r#"rtcserver_http_rejections_total{reason="origin_not_allowed",status="403"} 8"#,
+            r#"rtcserver_http_rejections_total{reason="malformed_origin",status="403"} 6"#,
+            r#"rtcserver_http_rejections_total{reason="not_found",status="404"} 1"#,
+        ] {
+            assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+        }
         // A refused upgrade leaves no peer behind, and the listed ones still call.
         let (a, b, _) = pair(&s).await;
         a.close().await;
