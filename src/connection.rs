@@ -817,15 +817,29 @@ async fn close(ws: &mut Ws, code: CloseCode, reason: &str) {
         }
         written = true;
         while let Some(Ok(_)) = futures_lite::StreamExt::next(ws).await {}
+        drain(ws.get_mut()).await;
     };
     handshake
         .or(async {
-            crate::deadline::after(Duration::from_secs(1)).await;
+            crate::deadline::after(CLOSE_LINGER).await;
         })
         .await;
     if !written {
         abort(ws);
     }
+}
+
+/// How long a close waits for the client's close and the end of what it still sends.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Stops sending and reads and drops what the client still sends, until it closes too (bounded
+/// by the caller). A socket closed with unread bytes makes the kernel reset the connection: a
+/// client still writing a message we refused (1009) would then get the reset on its write and
+/// never read our close frame.
+async fn drain(stream: &mut Stream) {
+    let _ = futures_lite::AsyncWriteExt::close(stream).await;
+    let mut sink = [0u8; 16 * 1024];
+    while let Ok(1..) = futures_lite::AsyncReadExt::read(stream, &mut sink).await {}
 }
 
 #[cfg(test)]

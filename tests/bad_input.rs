@@ -207,3 +207,53 @@ fn when_every_room_number_is_taken_getroom_closes_with_1013() {
         s.assert_clean().await;
     });
 }
+
+/// docs/close-codes.md (1009): a client still sending a 16 MiB frame when the server refuses it,
+/// and that reads only once it has sent it all, reads the 1009, not a TCP reset: the server stops sending and reads and drops the rest
+/// (bounded) before it closes, so that no unread byte makes its kernel reset the connection.
+#[test]
+fn a_client_still_sending_a_huge_frame_reads_its_1009() {
+    run(async {
+        use futures_lite::AsyncReadExt;
+        let s = server_with(|c| c.max_message_bytes = 1 << 20);
+        let mut tcp = raw_ws(s.addr()).await;
+        const SIZE: usize = 16 << 20;
+        // A masked binary frame of SIZE bytes: the head says so at once, the payload follows.
+        let mut head = vec![0x82u8, 0x80 | 127];
+        head.extend_from_slice(&(SIZE as u64).to_be_bytes());
+        head.extend_from_slice(&[0, 0, 0, 0]);
+        let mut writer = tcp.clone();
+        let send = async move {
+            writer.write_all(&head).await.expect("the head");
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut sent = 0;
+            while sent < SIZE {
+                // The server may close before it all went: that is the point.
+                if writer.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                sent += chunk.len();
+            }
+            sent
+        };
+        let receive = async {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) => return Ok(got),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => return Err((e.kind(), got)),
+                }
+            }
+        };
+        // As a client library does: it reads only once its message is written (or failed).
+        let sent = within(WAIT, "the send", send).await;
+        let got = within(WAIT, "the close", receive).await;
+        let got = got.unwrap_or_else(|(kind, got)| panic!("{kind:?} after {got:?} (sent {sent})"));
+        assert_eq!(sent, SIZE, "the whole frame was taken, without a reset");
+        assert!(got.len() >= 4 && got[0] == 0x88, "{got:?}");
+        assert_eq!(u16::from_be_bytes([got[2], got[3]]), 1009, "{got:?}");
+        s.assert_clean().await;
+    });
+}
