@@ -54,6 +54,8 @@ pub struct Config {
     /// Required as `Authorization: Bearer <token>` when set; a non-loopback `admin_bind`
     /// without one is refused.
     pub admin_token: Option<crate::admin::AdminToken>,
+    /// WebSockets one client address may hold at once; `None`: no limit.
+    pub max_connections_per_ip: Option<u32>,
     /// The pages (by `Origin`) that may open a WebSocket: any by default, as the original.
     pub allowed_origins: crate::origins::AllowedOrigins,
     /// Proxies whose `X-Forwarded-For` names the client; nobody's by default.
@@ -93,6 +95,7 @@ impl Default for Config {
             admin_bind_required: false,
             admin_token: None,
             allowed_origins: Default::default(),
+            max_connections_per_ip: None,
             trusted_proxies: Default::default(),
             chaos: None,
             chaos_seed: None,

@@ -7,6 +7,7 @@ use crate::mailbox::{Control, Delivered, Inbox};
 use crate::named_peer::NamedPeer;
 use crate::origins::Verdict;
 use crate::peer::{BookPeer, Command, Handler};
+use crate::per_ip::{IpSlot, OverLimit};
 use crate::registry::PeerId;
 use crate::rooms_protocol::{self, RoomMessage};
 use crate::rooms_sup::NamedJoinError;
@@ -48,12 +49,15 @@ pub(crate) async fn serve(
     tls: bool,
     inbox: Inbox,
 ) {
-    let session = Box::pin(open(shared, tcp, addr, tls, inbox)).await;
+    // The client's place under --max-connections-per-ip, held until the connection ends.
+    let mut slot = None;
+    let session = Box::pin(open(shared, tcp, addr, tls, inbox, &mut slot)).await;
     match session {
         Some(Session::Book(s)) => Box::pin(s.live()).await,
         Some(Session::Named(s)) => Box::pin(s.live()).await,
         None => {}
     }
+    drop(slot);
 }
 
 /// A WebSocket past its handshake, with its peer's handler.
@@ -130,6 +134,7 @@ async fn open(
     addr: SocketAddr,
     tls: bool,
     inbox: Inbox,
+    slot: &mut Option<IpSlot>,
 ) -> Option<Session> {
     let id = inbox.owner().id();
     let tcp = Socket::from(tcp);
@@ -194,6 +199,19 @@ async fn open(
             Verdict::NotListed => Some("origin not allowed"),
             Verdict::Malformed => Some("malformed Origin header"),
         };
+        if why.is_none() {
+            // WebSockets only: a browser loads a page's files over several short connections.
+            let ip = from.forwarded.unwrap_or(from.socket.ip());
+            match shared.per_ip.acquire(ip) {
+                Ok(taken) => *slot = taken,
+                Err(OverLimit(limit)) => {
+                    let why = format!("too many connections from {ip} (at most {limit})");
+                    let rejection = (429, "too_many_connections");
+                    refuse(&shared, &mut stream, &request, &client, rejection, why).await;
+                    return None;
+                }
+            }
+        }
         if let Some(why) = why {
             let why = format!("{why}: {:?}", http::Shown(origin.unwrap_or_default()));
             let reason = match why_kind {

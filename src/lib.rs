@@ -43,6 +43,7 @@ pub mod named_peer;
 pub mod origins;
 pub mod peer;
 pub mod peers_sup;
+pub mod per_ip;
 pub mod registry;
 pub mod room;
 pub mod rooms_file;

@@ -75,6 +75,10 @@ struct Cli {
     /// client].
     #[arg(long, value_name = "CIDR,...")]
     trusted_proxies: Option<rtcserver::trusted_proxies::TrustedProxies>,
+    /// WebSockets one client address may hold at once (behind --trusted-proxies, the forwarded
+    /// address); one more gets HTTP 429 before the upgrade [default: no limit].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_ip: Option<u32>,
     /// Pages allowed to open a WebSocket, by their Origin (e.g. https://a.example,https://b.example);
     /// others get HTTP 403 before the upgrade; a request without Origin (not a browser page)
     /// is let through [default: * (any), as the original].
@@ -167,6 +171,7 @@ fn main() -> ExitCode {
     }
     config.tls_port = cli.tls_port;
     config.tls_only = cli.tls_only;
+    config.max_connections_per_ip = cli.max_connections_per_ip;
     if let Some(origins) = cli.allowed_origins.or(env.allowed_origins) {
         config.allowed_origins = origins;
     }

@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub chaos: Option<Arc<crate::chaos::Chaos>>,
     pub faults: crate::faults::Faults,
+    /// `--max-connections-per-ip`'s counts.
+    pub per_ip: Arc<crate::per_ip::PerIp>,
     pub admin_addr: Option<SocketAddr>,
 }
 
@@ -365,6 +367,8 @@ pub struct Stats {
     pub rooms: usize,
     pub registrations: usize,
     pub bad_input_closes: u64,
+    /// Client addresses counted by `--max-connections-per-ip` (0 without the limit).
+    pub client_addresses: usize,
 }
 
 /// A running server; clones share it.
@@ -524,6 +528,7 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
         metrics,
         chaos,
         faults,
+        per_ip: crate::per_ip::PerIp::new(config.max_connections_per_ip),
         admin_addr,
         config,
     });
@@ -623,6 +628,7 @@ impl ServerHandle {
             rooms: s.rooms.len(),
             registrations: s.registry.len(),
             bad_input_closes: s.bad_inputs.load(Ordering::Relaxed),
+            client_addresses: s.per_ip.addresses(),
         }
     }
 
