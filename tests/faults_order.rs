@@ -243,9 +243,10 @@ fn reorder_delivers_each_selected_message_gap_messages_later() {
             a.send(&format!(r#"{{"type":"candidate","n":{n}}}"#)).await;
         }
         // The other direction is another pair: it does not release anything.
+        until_held(&s, 1).await;
         b.send(r#"{"type":"candidate","n":100}"#).await;
         assert_eq!(a.recv_json().await["n"], 100);
-        assert_eq!(held(&s).await, 1, "candidate 12 waits");
+        assert_eq!(held(&s).await, 1, "candidate 12 still waits");
         a.send(r#"{"type":"done"}"#).await;
         a.send(r#"{"type":"done"}"#).await;
         let got = numbers(&mut b, 14).await;
@@ -346,7 +347,8 @@ fn crossed_offers_are_released_together() {
             matches!(e, rtcserver::Event::Fault(_))
         })
         .await;
-        assert_eq!(held(&s).await, 1, "B has not received A's offer");
+        until_held(&s, 1).await;
+        // Held: B has not received A's offer.
         let crossed = Instant::now();
         b.send(r#"{"type":"offer","from":"b"}"#).await;
         assert_eq!(b.recv_json().await["from"], "a");
@@ -435,7 +437,7 @@ fn reset_delivers_or_discards_every_held_message_at_once() {
         }
         // The bye itself, at once.
         assert_eq!(b.recv_json().await["n"], 4);
-        assert_eq!(held(&s).await, 6);
+        until_held(&s, 6).await;
         let done = post(at, "/faults/reset", "").await.expect(200).json();
         assert_eq!(
             done,
@@ -448,7 +450,7 @@ fn reset_delivers_or_discards_every_held_message_at_once() {
         );
         assert_eq!(held(&s).await, 0);
         a.send(r#"{"type":"offer","n":6}"#).await;
-        assert_eq!(held(&s).await, 1);
+        until_held(&s, 1).await;
         let done = post(at, "/faults/reset", r#"{"held":"discard"}"#)
             .await
             .expect(200)
@@ -493,7 +495,7 @@ fn reset_delivers_or_discards_every_held_message_at_once() {
 
         // A held message whose receiver left is dropped, and counted so.
         a.send(r#"{"type":"candidate","n":1}"#).await;
-        assert_eq!(held(&s).await, 1);
+        until_held(&s, 1).await;
         b.close().await;
         s.event("B's leaving", |e| {
             matches!(e, rtcserver::Event::Disconnected { .. })
@@ -557,7 +559,7 @@ fn a_held_offer_survives_a_crash_of_its_room() {
             matches!(e, rtcserver::Event::Fault(_))
         })
         .await;
-        assert_eq!(held(&s).await, 1);
+        until_held(&s, 1).await;
         crash(&s, &format!("room:{room}")).await;
         s.event("the room's restart", |e| {
             matches!(e, rtcserver::Event::Supervision(supervisors::SupervisorEvent::Restarted { child, .. }) if *child == format!("room:{room}"))
@@ -633,5 +635,139 @@ fn the_new_actions_write_their_params_back() {
             let refused = post(at, "/faults", body).await.expect(400).json();
             assert_eq!(refused["field"], field, "{body}");
         }
+    });
+}
+
+/// The arrival order a `reorder {gap}` rule defines, from the indices it selected (the log):
+/// a selected message waits until `gap` later messages of its pair have been delivered, and
+/// comes right after the one that completes its count; `n` messages then `markers` ones.
+fn reorder_order(selected: &[u64], gap: u64, n: u64, markers: u64) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut waiting: Vec<(u64, u64)> = Vec::new();
+    for i in 1..=n + markers {
+        if i <= n && selected.contains(&i) {
+            waiting.push((i, gap));
+            continue;
+        }
+        out.push(if i <= n { i as i64 } else { -1 });
+        for w in &mut waiting {
+            w.1 -= 1;
+        }
+        out.extend(waiting.iter().filter(|w| w.1 == 0).map(|w| w.0 as i64));
+        waiting.retain(|w| w.1 > 0);
+    }
+    out
+}
+
+/// One run of 200 candidates under a p = 0.5 `reorder {gap: 2}` with `seed`: the log without
+/// its times, checked against the arrival order it defines.
+async fn random_reorder_run(seed: u64) -> Vec<Value> {
+    let s = server_with(|c| c.fault_seed = Some(seed));
+    let ((mut a, mut b), (mut c, mut d)) = two_pairs(&s).await;
+    add_rule(
+        &s,
+        json!({"name": "shuffle", "action": "reorder", "params": {"gap": 2}, "probability": 0.5,
+               "match": {"room": "#1", "type": "candidate"}}),
+    )
+    .await;
+    let markers = 2;
+    let send = async {
+        for i in 1..=200 {
+            a.send(&format!(r#"{{"type":"candidate","n":{i}}}"#)).await;
+        }
+        // Enough later messages to release the last ones held.
+        for _ in 0..markers {
+            a.send(r#"{"type":"done"}"#).await;
+        }
+    };
+    let (_, got) = futures_lite::future::zip(send, numbers(&mut b, 200 + markers)).await;
+    let log = fault_log(&s).await;
+    let selected: Vec<u64> = log
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(got, reorder_order(&selected, 2, 200, markers as u64));
+    assert!((60..=140).contains(&selected.len()), "{}", selected.len());
+    assert_eq!(
+        injected_metric(&s, "shuffle", "reorder").await,
+        selected.len() as u64
+    );
+    assert_eq!(held(&s).await, 0);
+    control_sees_nothing(&mut c, &mut d).await;
+    for client in [a, b, c, d] {
+        client.close().await;
+    }
+    s.assert_clean().await;
+    log.into_iter()
+        .map(|mut r| {
+            r.as_object_mut().map(|m| m.remove("t_ms"));
+            r
+        })
+        .collect()
+}
+
+/// docs/faults.md, "Actions" (`reorder`) and "Determinism": with a probability, the arrival
+/// order equals the one the rule defines from the messages it selected, and the same seed
+/// selects the same ones.
+#[test]
+fn random_reorders_follow_the_rule_and_repeat_with_the_seed() {
+    run(async {
+        let first = random_reorder_run(7).await;
+        assert_eq!(random_reorder_run(7).await, first);
+    });
+}
+
+/// docs/faults.md, "Rule format" (`direction`) and "Actions" (`hold`), on `/socket/:room`: an
+/// upstream rule decides once, and each receiver's copy waits on its own pair.
+#[test]
+fn an_upstream_hold_on_the_rooms_endpoint_waits_per_receiver() {
+    run(async {
+        let s = server_with(|c| c.default_max_peers = 3);
+        let mut p1 = RoomPeer::join(&s, "trio").await;
+        let mut p2 = RoomPeer::join(&s, "trio").await;
+        p1.expect_event("joined").await;
+        let mut p3 = RoomPeer::join(&s, "trio").await;
+        p1.expect_event("joined").await;
+        p2.expect_event("joined").await;
+        let (mut c, mut d, _) = pair(&s).await;
+        add_rule(
+            &s,
+            json!({"name": "offer-last", "action": "hold",
+                   "params": {"until": {"type": "candidate", "count": 1}},
+                   "match": {"endpoint": "rooms", "from": "#1", "direction": "upstream",
+                             "type": "offer"}}),
+        )
+        .await;
+        p1.send(json!({"event": "offer", "data": {}})).await;
+        // Not a candidate: it releases nothing, and once it is here the offer was held.
+        p1.send(json!({"event": "ping", "data": {}})).await;
+        assert_eq!(p2.recv_json().await["event"], "ping");
+        assert_eq!(p3.recv_json().await["event"], "ping");
+        assert_eq!(held(&s).await, 2, "one copy per receiver");
+        // A candidate to p2 alone releases p2's copy only.
+        p1.send(json!({"event": "candidate", "to": [p2.id], "data": {"n": 1}}))
+            .await;
+        assert_eq!(p2.recv_json().await["event"], "candidate");
+        assert_eq!(p2.recv_json().await["event"], "offer");
+        assert_eq!(held(&s).await, 1);
+        p1.send(json!({"event": "candidate", "data": {"n": 2}}))
+            .await;
+        assert_eq!(p3.recv_json().await["data"]["n"], 2);
+        assert_eq!(p3.recv_json().await["event"], "offer");
+        assert_eq!(p2.recv_json().await["data"]["n"], 2);
+        assert_eq!(held(&s).await, 0);
+        control_sees_nothing(&mut c, &mut d).await;
+        let log = fault_log(&s).await;
+        assert_eq!(
+            log_entries(&log),
+            [("rooms/#1/#1>*/upstream".into(), 1, "hold".into())]
+        );
+        assert_eq!(injected_metric(&s, "offer-last", "hold").await, 1);
+        for p in [p1, p2, p3] {
+            p.client.close().await;
+        }
+        c.close().await;
+        d.close().await;
+        s.assert_clean().await;
     });
 }

@@ -35,11 +35,17 @@ pub async fn injected_metric(s: &TestServer, rule: &str, action: &str) -> u64 {
         .map_or(0, |v| v.parse().expect("a counter"))
 }
 
-/// `held` in `GET /faults`, checked against `rtcserver_faults_held` in `GET /metrics`.
-pub async fn held(s: &TestServer) -> u64 {
-    let n = get(admin(s), "/faults").await.expect(200).json()["held"]
+/// `held` in `GET /faults`.
+async fn held_now(s: &TestServer) -> u64 {
+    get(admin(s), "/faults").await.expect(200).json()["held"]
         .as_u64()
-        .expect("held is a count");
+        .expect("held is a count")
+}
+
+/// `held` in `GET /faults`, checked against `rtcserver_faults_held` in `GET /metrics` (so only
+/// where it does not change meanwhile).
+pub async fn held(s: &TestServer) -> u64 {
+    let n = held_now(s).await;
     let metrics = get(admin(s), "/metrics").await.expect(200).body;
     let gauge = metrics
         .lines()
@@ -94,4 +100,19 @@ pub fn log_entries(log: &[Value]) -> Vec<(String, u64, String)> {
             )
         })
         .collect()
+}
+
+/// Waits (at most 500 looks, 10 ms apart) until `held` is `n`: a message is taken aside just
+/// after its fault record and event, and no event marks the moment it is held.
+pub async fn until_held(s: &TestServer, n: u64) {
+    let mut last = 0;
+    for _ in 0..500 {
+        last = held_now(s).await;
+        if last == n {
+            assert_eq!(held(s).await, n);
+            return;
+        }
+        async_io::Timer::after(Duration::from_millis(10)).await;
+    }
+    panic!("held stayed {last}, not {n}");
 }
