@@ -1,7 +1,8 @@
 //! Applying the rules to one message: which rules select it, on which streams it is counted,
 //! and what becomes of each receiver's copy (docs/faults.md, "Several rules on one message").
+use super::aside::{Aside, LateCopies, Pair};
 use super::delivery::{Lane, Taken};
-use super::hold::{Aside, Copies, LateCopies, Pair};
+use super::hold::Copies;
 use super::log::Injected;
 use super::rule::{Direction, Endpoint, PeerSel, RoomSel};
 use super::stream::{self, Fired, Stream};

@@ -4,8 +4,9 @@
 //! - [`rule`]: the rule format, read and validated (no I/O).
 //! - [`stream`]: a (rule, room, sender, receiver, direction) stream, its counter and generator.
 //! - [`delivery`]: lanes, where delayed messages wait outside every room and peer process.
-//! - [`order`], [`hold`]: `reorder`, `hold`, `cross` and late copies: their parameters, and
-//!   where the messages they take aside wait; `POST /faults/reset` empties them and the lanes.
+//! - [`order`], [`hold`], `aside`: `reorder`, `hold`, `cross` and late copies: their
+//!   parameters, where the messages they take aside wait (and `POST /faults/reset`, which
+//!   empties them and the lanes), and the glue to `apply`.
 //! - [`bursty`]: Gilbert-Elliott loss for `drop`.
 //! - [`log`]: the fault log.
 //! - `apply`: one message through the rules (the hot path while rules are set).
@@ -14,6 +15,7 @@
 //! [`Faults::is_active`] (two atomic loads) and, only when a rule is set, hand their message to
 //! [`Faults::send`] instead of queueing it themselves.
 mod apply;
+mod aside;
 pub mod bursty;
 pub mod delivery;
 pub mod hold;
