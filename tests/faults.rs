@@ -299,7 +299,7 @@ fn rules_are_managed_on_the_admin_api() {
         assert_eq!(replaced["params"], json!({"ms": 5, "jitter_ms": 0}));
         for (body, field) in [
             (r#"{"name":"b","action":"delay"}"#, "params.ms"),
-            (r#"{"name":"b","action":"reorder"}"#, "action"),
+            (r#"{"name":"b","action":"teleport"}"#, "action"),
             (
                 r#"{"name":"b","action":"drop","match":{"every":0}}"#,
                 "match.every",

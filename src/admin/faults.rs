@@ -14,10 +14,11 @@ pub fn route(faults: &Faults, req: &Request) -> Option<Response> {
         ("" | "/", _) if get => list(faults),
         ("" | "/", "POST") => add(faults, req),
         ("/populate", "POST") => populate(faults, req),
+        ("/reset", "POST") => reset(faults, req),
         ("/log", _) if get => log(faults, req),
-        ("" | "/" | "/populate" | "/log", _) => {
+        ("" | "/" | "/populate" | "/reset" | "/log", _) => {
             let allowed = match rest {
-                "/populate" => "POST",
+                "/populate" | "/reset" => "POST",
                 "/log" => "GET",
                 _ => "GET, POST",
             };
@@ -189,4 +190,55 @@ fn log(faults: &Faults, req: &Request) -> Response {
         out.push('\n');
     }
     Response::new(200, "application/x-ndjson", out)
+}
+
+/// Every held message delivered now or discarded (`{"held": "deliver" | "discard"}`, deliver
+/// when the body is empty): the counts, at once.
+fn reset(faults: &Faults, req: &Request) -> Response {
+    let deliver = if req.body.iter().all(u8::is_ascii_whitespace) {
+        true
+    } else {
+        let v = match body(req) {
+            Ok(v) => v,
+            Err(refusal) => return refusal,
+        };
+        let held = match &v {
+            Value::Object(map) => {
+                if let Some(key) = map.keys().find(|k| *k != "held") {
+                    return invalid(&RuleError {
+                        field: key.clone(),
+                        message: "unknown key (known: held)".into(),
+                    });
+                }
+                map.get("held")
+            }
+            _ => {
+                return invalid(&RuleError {
+                    field: "held".into(),
+                    message: "the body must be {\"held\": \"deliver\" | \"discard\"}".into(),
+                })
+            }
+        };
+        match held.and_then(Value::as_str) {
+            None if held.is_none_or(Value::is_null) => true,
+            Some("deliver") => true,
+            Some("discard") => false,
+            _ => {
+                return invalid(&RuleError {
+                    field: "held".into(),
+                    message: "must be \"deliver\" or \"discard\"".into(),
+                })
+            }
+        }
+    };
+    let done = faults.reset_held(deliver);
+    Response::json(
+        200,
+        &json!({
+            "held": if deliver { "deliver" } else { "discard" },
+            "delivered": done.delivered,
+            "dropped": done.dropped,
+            "discarded": done.discarded,
+        }),
+    )
 }

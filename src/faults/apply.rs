@@ -1,6 +1,8 @@
 //! Applying the rules to one message: which rules select it, on which streams it is counted,
 //! and what becomes of each receiver's copy (docs/faults.md, "Several rules on one message").
-use super::delivery::Lane;
+use super::aside::{Aside, LateCopies, Pair};
+use super::delivery::{Lane, Taken};
+use super::hold::Copies;
 use super::log::Injected;
 use super::rule::{Direction, Endpoint, PeerSel, RoomSel};
 use super::stream::{self, Fired, Stream};
@@ -34,7 +36,7 @@ impl Faults {
             None if reply => Some(Order::outside()),
             order => order,
         };
-        let Some(order) = order.filter(|_| !rules.is_empty()) else {
+        let Some(order) = order.filter(|_| !rules.is_empty() || self.0.holds.watching()) else {
             if reply {
                 return false;
             }
@@ -95,6 +97,8 @@ impl Faults {
                 return true;
             }
         }
+        // Released by this message on an upstream stream: after it reached every receiver.
+        let upstream_after = std::mem::take(&mut upstream.after);
         for to in receivers {
             let mut effect = upstream.clone();
             let to_ord = order.peers.get(&to.id()).copied();
@@ -116,11 +120,36 @@ impl Faults {
             if !delivered {
                 continue;
             }
+            // A reply no rule touched (and no hold waits on) is written by the caller at once.
             let untouched = effect.delay.is_zero()
                 && effect.copies == 0
+                && effect.aside.is_none()
+                && effect.late.is_empty()
+                && effect.after.is_empty()
+                && upstream_after.is_empty()
+                && !self.0.holds.watching()
                 && effect.lane.as_ref().is_none_or(|lane| lane.is_idle());
             if reply && untouched {
                 return false;
+            }
+            let pair = Pair {
+                endpoint: out.endpoint.as_str(),
+                room: order.room,
+                from: &from_label,
+                to: &to_label,
+            };
+            let copy = Copies {
+                to,
+                text: out.text,
+                via: out.via,
+                copies: 1 + effect.copies,
+            };
+            if effect
+                .aside
+                .as_ref()
+                .is_some_and(|aside| self.aside(aside, &pair, &copy))
+            {
+                continue;
             }
             match &effect.lane {
                 Some(lane) => lane.send(
@@ -133,7 +162,17 @@ impl Faults {
                 ),
                 None => out.via.deliver(to, out.text),
             }
+            let after = std::mem::take(&mut effect.after);
+            self.after_copy(
+                &pair,
+                kind,
+                &copy,
+                effect.lane.as_ref(),
+                &effect.late,
+                after,
+            );
         }
+        self.deliver_after(upstream.lane.as_ref(), upstream_after);
         true
     }
 
@@ -148,7 +187,9 @@ impl Faults {
                 }
                 ("delay", params)
             }
-            Fired::Duplicate(_) => ("duplicate", base),
+            Fired::Duplicate(_) | Fired::Late(_) => ("duplicate", base),
+            Fired::BurstDrop(state) => ("drop", state.logged(base)),
+            Fired::Held(action) => (action, base),
         };
         let record = self.0.log.push(Injected {
             seq: 0,
@@ -172,6 +213,12 @@ struct Effect {
     copies: u64,
     /// The lane of the first stream the message was counted on: the order it keeps.
     lane: Option<Arc<Lane>>,
+    /// Taken aside by `reorder`, `hold` or `cross`: the first such rule says until when.
+    aside: Option<Aside>,
+    /// Late copies to hold once the message is delivered.
+    late: Vec<LateCopies>,
+    /// Late copies released by this message passing their stream: delivered after it.
+    after: Vec<Taken>,
 }
 
 struct Context<'a> {
@@ -211,7 +258,10 @@ impl Context<'_> {
             let (index, fired) = stream.next(rule);
             (index, fired, Arc::clone(&stream.lane))
         };
-        effect.lane.get_or_insert(lane);
+        effect
+            .after
+            .extend(self.faults.0.holds.stream_passed(&lane));
+        effect.lane.get_or_insert_with(|| Arc::clone(&lane));
         let Some(fired) = fired else {
             return true;
         };
@@ -227,6 +277,13 @@ impl Context<'_> {
             Fired::Drop => return false,
             Fired::Delay(d) => effect.delay += d,
             Fired::Duplicate(n) => effect.copies += n,
+            Fired::BurstDrop(_) => return false,
+            Fired::Late(_) => effect.late.extend(LateCopies::of(&rule.action, lane)),
+            Fired::Held(_) => {
+                if effect.aside.is_none() {
+                    effect.aside = Aside::of(&rule.action, &rule.name);
+                }
+            }
         }
         true
     }

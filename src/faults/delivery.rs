@@ -1,11 +1,11 @@
 //! Delivery through a lane: a stream's messages in the order they were sent, each at its due
 //! time. A delayed message waits here, outside every room and peer process, in a task of its
 //! own that ends once its lane is empty; the messages behind it on the stream wait with it.
-use crate::mailbox::PeerRef;
+use crate::mailbox::{Delivery, PeerRef};
 use async_tungstenite::tungstenite::Utf8Bytes;
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 /// Messages held by all lanes together at most; past it, messages go on undelayed (and the
@@ -23,14 +23,21 @@ pub enum Via {
 
 impl Via {
     pub fn deliver(self, to: &PeerRef, text: &Utf8Bytes) {
+        let _ = self.try_deliver(to, text);
+    }
+
+    /// As [`deliver`](Self::deliver), saying whether the receiver was there to queue it.
+    pub fn try_deliver(self, to: &PeerRef, text: &Utf8Bytes) -> Delivery {
         match self {
-            Via::Relay => drop(to.relay(text)),
-            Via::Event => drop(to.deliver(text)),
+            Via::Relay => to.relay(text),
+            Via::Event => to.deliver(text),
         }
     }
 }
 
 struct Held {
+    /// Its place among every message held (see [`HeldCount::next_seq`]).
+    seq: u64,
     due: Instant,
     to: PeerRef,
     text: Utf8Bytes,
@@ -49,14 +56,87 @@ pub struct Lane {
     queue: Mutex<Queue>,
 }
 
-/// Counts what every lane holds, for the bound.
+/// Counts what every lane and every hold ([`super::hold`]) holds, for the bound; and knows the
+/// lanes that hold something, for `POST /faults/reset`.
 #[derive(Default)]
-pub struct HeldCount(AtomicUsize, AtomicBool);
+pub struct HeldCount(AtomicUsize, AtomicBool, Busy);
+
+/// The lanes holding something, by address; and the order messages were held in.
+#[derive(Default)]
+pub struct Busy {
+    lanes: Mutex<HashMap<usize, Weak<Lane>>>,
+    seq: AtomicU64,
+}
+
+/// A message held by a hold ([`super::hold`]), or taken out of a lane by `POST /faults/reset`.
+#[derive(Clone)]
+pub struct Taken {
+    pub seq: u64,
+    pub to: PeerRef,
+    pub text: Utf8Bytes,
+    pub via: Via,
+}
 
 impl HeldCount {
     pub fn get(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }
+
+    pub(super) fn add(&self, n: usize) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn sub(&self, n: usize) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Whether the bound is reached (warned once): then nothing more is held.
+    pub(super) fn full(&self) -> bool {
+        let over = self.get() >= MAX_HELD;
+        if over && !self.1.swap(true, Ordering::Relaxed) {
+            log::warn!("faults: {MAX_HELD} messages held; delays and holds are skipped past that");
+        }
+        over
+    }
+
+    /// Numbers messages in the order they are held, so that a reset delivers lanes and holds
+    /// together in the order their messages were sent.
+    pub(super) fn next_seq(&self) -> u64 {
+        self.2.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn busy(&self, lane: &Arc<Lane>) {
+        lock(&self.2.lanes).insert(Arc::as_ptr(lane) as usize, Arc::downgrade(lane));
+    }
+
+    fn idle(&self, lane: &Lane) {
+        lock(&self.2.lanes).remove(&(std::ptr::from_ref(lane) as usize));
+    }
+
+    /// Empties every lane: what they held, in the order it was held.
+    pub(super) fn take_lanes(&self) -> Vec<Taken> {
+        let lanes: Vec<Arc<Lane>> = lock(&self.2.lanes)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let mut taken = Vec::new();
+        for lane in lanes {
+            let mut queue = lane.lock();
+            self.sub(queue.held.len());
+            taken.extend(queue.held.drain(..).map(|h| Taken {
+                seq: h.seq,
+                to: h.to,
+                text: h.text,
+                via: h.via,
+            }));
+        }
+        taken
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Each critical section is one map insert, remove or copy.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Lane {
@@ -100,6 +180,7 @@ impl Lane {
             .map_or(now + delay, |last| last.due.max(now + delay));
         for _ in 0..copies {
             queue.held.push_back(Held {
+                seq: count.next_seq(),
                 due,
                 to: to.clone(),
                 text: text.clone(),
@@ -112,6 +193,7 @@ impl Lane {
         );
         if !queue.draining {
             queue.draining = true;
+            count.busy(self);
             let lane = Arc::clone(self);
             let count = Arc::clone(count);
             drop(bastion::executor::spawn(async move {
@@ -127,6 +209,7 @@ impl Lane {
                 loop {
                     let Some(head) = queue.held.front() else {
                         queue.draining = false;
+                        count.idle(self);
                         return;
                     };
                     let now = Instant::now();

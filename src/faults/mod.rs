@@ -4,15 +4,23 @@
 //! - [`rule`]: the rule format, read and validated (no I/O).
 //! - [`stream`]: a (rule, room, sender, receiver, direction) stream, its counter and generator.
 //! - [`delivery`]: lanes, where delayed messages wait outside every room and peer process.
+//! - [`order`], [`hold`], `aside`: `reorder`, `hold`, `cross` and late copies: their
+//!   parameters, where the messages they take aside wait (and `POST /faults/reset`, which
+//!   empties them and the lanes), and the glue to `apply`.
+//! - [`bursty`]: Gilbert-Elliott loss for `drop`.
 //! - [`log`]: the fault log.
 //! - `apply`: one message through the rules (the hot path while rules are set).
 //!
 //! The rest of the server holds a [`Faults`] (a cheap clone): the peers and rooms ask
-//! [`Faults::is_active`] (one atomic load) and, only when a rule is set, hand their message to
+//! [`Faults::is_active`] (two atomic loads) and, only when a rule is set, hand their message to
 //! [`Faults::send`] instead of queueing it themselves.
 mod apply;
+mod aside;
+pub mod bursty;
 pub mod delivery;
+pub mod hold;
 pub mod log;
+pub mod order;
 pub mod rule;
 pub mod stream;
 
@@ -148,6 +156,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     log: log::FaultLog,
     held: Arc<HeldCount>,
+    holds: Arc<hold::Holds>,
     started: Instant,
 }
 
@@ -174,6 +183,7 @@ impl Faults {
             ::log::info!("fault seed {seed} (--fault-seed {seed} repeats this run's faults)");
             seed
         });
+        let held: Arc<HeldCount> = Arc::default();
         Faults(Arc::new(Inner {
             seed,
             active: AtomicBool::new(false),
@@ -182,7 +192,8 @@ impl Faults {
             events,
             metrics,
             log: log::FaultLog::default(),
-            held: Arc::default(),
+            holds: hold::Holds::new(Arc::clone(&held)),
+            held,
             started: Instant::now(),
         }))
     }
@@ -191,14 +202,20 @@ impl Faults {
         self.0.seed
     }
 
-    /// Whether any rule is set: the one check on the relay path when none is.
+    /// Whether any rule is set, or a held message waits on its pair's messages: the one check
+    /// on the relay path when neither.
     pub fn is_active(&self) -> bool {
-        self.0.active.load(Ordering::Acquire)
+        self.0.active.load(Ordering::Acquire) || self.0.holds.watching()
     }
 
-    /// Messages delayed and not yet delivered.
+    /// Messages delayed or held aside and not yet delivered.
     pub fn held(&self) -> usize {
         self.0.held.get()
+    }
+
+    /// `POST /faults/reset`: every held message delivered now (in the order held) or discarded.
+    pub fn reset_held(&self, deliver: bool) -> hold::Reset {
+        hold::reset(&self.0.held, &self.0.holds, deliver)
     }
 
     pub fn rules(&self) -> Vec<Rule> {

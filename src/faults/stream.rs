@@ -2,6 +2,7 @@
 //! direction. Each has its own message counter and its own generator, seeded from the server's
 //! fault seed and the stream's key, so that what a rule does on a stream depends only on the
 //! seed and the messages of that stream (docs/faults.md, "Determinism").
+use super::bursty;
 use super::delivery::Lane;
 use super::rule::{Action, Rule};
 use rand::rngs::Xoshiro256PlusPlus;
@@ -28,6 +29,12 @@ pub enum Fired {
     Drop,
     Delay(Duration),
     Duplicate(u64),
+    /// A bursty drop, in the state the stream was in.
+    BurstDrop(bursty::State),
+    /// Copies that come later (the rule's `after_messages` / `after_ms`).
+    Late(u64),
+    /// Taken aside by `reorder`, `hold` or `cross` (named; the rule says until when).
+    Held(&'static str),
 }
 
 pub struct Stream {
@@ -36,6 +43,8 @@ pub struct Stream {
     /// Messages acted on, for `count`.
     acted: u64,
     rng: Xoshiro256PlusPlus,
+    /// Gilbert-Elliott's state: in the bad one.
+    bad: bool,
     /// Where its messages wait their turn, so that a delayed one is not overtaken.
     pub lane: Arc<Lane>,
 }
@@ -47,6 +56,7 @@ impl Stream {
             seen: 0,
             acted: 0,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ salt),
+            bad: false,
             lane: Arc::new(Lane::default()),
         }
     }
@@ -71,10 +81,9 @@ impl Stream {
                 return (index, None);
             }
         }
-        self.acted += 1;
-        let fired = match rule.action {
+        let fired = match &rule.action {
             Action::Drop => Fired::Drop,
-            Action::Delay { ms, jitter_ms } => {
+            &Action::Delay { ms, jitter_ms } => {
                 let ms = if jitter_ms == 0 {
                     ms
                 } else {
@@ -85,8 +94,19 @@ impl Stream {
                 };
                 Fired::Delay(Duration::from_millis(ms))
             }
-            Action::Duplicate { copies } => Fired::Duplicate(copies),
+            Action::Duplicate { copies } => Fired::Duplicate(*copies),
+            // The model's draws come after the probability's: a message the probability lets
+            // go does not move the chain.
+            Action::DropBursty(ge) => match ge.next(&mut self.bad, &mut self.rng) {
+                Some(state) => Fired::BurstDrop(state),
+                None => return (index, None),
+            },
+            Action::DuplicateLate { copies, .. } => Fired::Late(*copies),
+            Action::Reorder { .. } | Action::Hold(_) | Action::Cross { .. } => {
+                Fired::Held(rule.action.name())
+            }
         };
+        self.acted += 1;
         (index, Some(fired))
     }
 }
