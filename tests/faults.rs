@@ -3,7 +3,7 @@
 //! metric matches the log, and a control pair in another room sees nothing.
 mod common;
 use common::admin::*;
-use common::faults::*;
+use common::fault_checks::*;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;

@@ -3,7 +3,7 @@
 //! messages flow acts on exactly the messages that passed while it was in force.
 mod common;
 use common::admin::*;
-use common::faults::*;
+use common::fault_checks::*;
 use common::*;
 use rand::Rng;
 use serde_json::{json, Value};

@@ -2,7 +2,7 @@
 //! answer and `WRONGROOM` on the book endpoint, `authenticated` and `error` on `/socket/:room`,
 //! are messages `from: "server"` like a room's `joined` and `left`.
 mod common;
-use common::faults::*;
+use common::fault_checks::*;
 use common::*;
 use serde_json::json;
 use std::time::Instant;

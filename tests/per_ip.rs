@@ -34,7 +34,8 @@ fn the_connection_past_the_limit_gets_429_and_a_closed_one_frees_its_place() {
         let mut c = s.client().await;
         c.get_room().await;
         let metrics = get(admin(&s), "/metrics").await.expect(200).body;
-        let line = r#"rtcserver_http_rejections_total{reason="too_many_connections",status="429"} 2"#;
+        let line =
+            r#"rtcserver_http_rejections_total{reason="too_many_connections",status="429"} 2"#;
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
         c.close().await;
         b.client.close().await;
@@ -52,11 +53,7 @@ fn behind_trusted_proxies_each_forwarded_client_has_its_own_count() {
         });
         let first = raw_ws_with(s.addr(), "/", "X-Forwarded-For: 203.0.113.5\r\n").await;
         let second = raw_ws_with(s.addr(), "/", "X-Forwarded-For: 203.0.113.6\r\n").await;
-        let third = raw_http(
-            s.addr(),
-            &upgrade("/", "X-Forwarded-For: 203.0.113.5\r\n"),
-        )
-        .await;
+        let third = raw_http(s.addr(), &upgrade("/", "X-Forwarded-For: 203.0.113.5\r\n")).await;
         assert!(
             third.starts_with("HTTP/1.1 429 ") && third.contains("203.0.113.5"),
             "{third:.160}"
