@@ -4,6 +4,7 @@ use super::delivery::Lane;
 use super::log::Injected;
 use super::rule::{Direction, Endpoint, PeerSel, RoomSel};
 use super::stream::{self, Fired, Stream};
+use super::wire::Plan;
 use super::{lock, Faults, Installed, Outgoing, Sender, MAX_STREAMS};
 use crate::events::Event;
 use crate::mailbox::PeerRef;
@@ -76,6 +77,9 @@ impl Faults {
                 return;
             }
         }
+        if let Some(stall) = upstream.plan.as_mut().and_then(Plan::take_sender_stall) {
+            self.stall_sender(out, stall);
+        }
         for to in receivers {
             let mut effect = upstream.clone();
             let to_ord = order.peers.get(&to.id()).copied();
@@ -97,6 +101,7 @@ impl Faults {
             if !delivered {
                 continue;
             }
+            let plan = effect.plan.as_ref().filter(|p| !p.is_empty());
             match &effect.lane {
                 Some(lane) => lane.send(
                     effect.delay,
@@ -105,9 +110,26 @@ impl Faults {
                     out.text,
                     out.via,
                     &self.0.held,
+                    plan,
                 ),
-                None => out.via.deliver(to, out.text),
+                None => out.via.deliver_planned(to, out.text, plan),
             }
+        }
+    }
+
+    /// `stall` on an upstream rule: the sender's own connection stops reading for `stall`
+    /// (a plan without a message, queued to the sender).
+    fn stall_sender(&self, out: &Outgoing<'_>, stall: Duration) {
+        let Sender::Peer(id) = out.from else {
+            return;
+        };
+        let me = std::collections::HashSet::from([id]);
+        for sender in self.0.registry.find(out.room, &me) {
+            let plan = Plan {
+                stall: Some(stall),
+                ..Plan::default()
+            };
+            let _ = sender.faulted(|| None, 0, plan);
         }
     }
 
@@ -123,6 +145,7 @@ impl Faults {
                 ("delay", params)
             }
             Fired::Duplicate(_) => ("duplicate", base),
+            Fired::Wire(w) => (w.name(), base),
         };
         let record = self.0.log.push(Injected {
             seq: 0,
@@ -146,6 +169,8 @@ struct Effect {
     copies: u64,
     /// The lane of the first stream the message was counted on: the order it keeps.
     lane: Option<Arc<Lane>>,
+    /// What the wire actions that fired ask of the receiver's connection.
+    plan: Option<Plan>,
 }
 
 struct Context<'a> {
@@ -189,18 +214,22 @@ impl Context<'_> {
         let Some(fired) = fired else {
             return true;
         };
-        self.faults.record(
-            &rule.name,
-            key,
-            index,
-            self.kind,
-            fired,
-            rule.action.params(),
-        );
+        let text = self.out.text.as_str();
+        let params = match fired {
+            Fired::Wire(w) => w.log_params(rule.action.params(), text),
+            _ => rule.action.params(),
+        };
+        self.faults
+            .record(&rule.name, key, index, self.kind, fired, params);
         match fired {
             Fired::Drop => return false,
             Fired::Delay(d) => effect.delay += d,
             Fired::Duplicate(n) => effect.copies += n,
+            Fired::Wire(w) => effect.plan.get_or_insert_with(Plan::default).add(
+                w,
+                text,
+                rule.matcher.direction == Direction::Upstream,
+            ),
         }
         true
     }

@@ -5,6 +5,8 @@
 //! - [`stream`]: a (rule, room, sender, receiver, direction) stream, its counter and generator.
 //! - [`delivery`]: lanes, where delayed messages wait outside every room and peer process.
 //! - [`log`]: the fault log.
+//! - [`wire`]: the wire actions (corrupt ... reset) and the [`wire::Plan`] a receiver's
+//!   connection carries out.
 //! - `apply`: one message through the rules (the hot path while rules are set).
 //!
 //! The rest of the server holds a [`Faults`] (a cheap clone): the peers and rooms ask
@@ -15,6 +17,7 @@ pub mod delivery;
 pub mod log;
 pub mod rule;
 pub mod stream;
+pub mod wire;
 
 use crate::events::Events;
 use crate::metrics::Metrics;

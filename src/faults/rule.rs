@@ -1,5 +1,6 @@
 //! The rule format (docs/faults.md, "Rule format"): read from JSON with every error naming its
 //! field, and written back in the same shape. No I/O.
+use super::wire::{self, WireAction};
 use serde_json::{json, Map, Value};
 use std::fmt;
 
@@ -24,8 +25,15 @@ pub struct Rule {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Action {
     Drop,
-    Delay { ms: u64, jitter_ms: u64 },
-    Duplicate { copies: u64 },
+    Delay {
+        ms: u64,
+        jitter_ms: u64,
+    },
+    Duplicate {
+        copies: u64,
+    },
+    /// `corrupt`, `truncate`, `fragment`, `throttle`, `stall`, `close`, `reset`.
+    Wire(WireAction),
 }
 
 impl Action {
@@ -34,6 +42,7 @@ impl Action {
             Action::Drop => "drop",
             Action::Delay { .. } => "delay",
             Action::Duplicate { .. } => "duplicate",
+            Action::Wire(w) => w.name(),
         }
     }
 
@@ -42,24 +51,17 @@ impl Action {
             Action::Drop => json!({}),
             Action::Delay { ms, jitter_ms } => json!({ "ms": ms, "jitter_ms": jitter_ms }),
             Action::Duplicate { copies } => json!({ "copies": copies }),
+            Action::Wire(w) => w.params(),
         }
     }
 }
 
 /// The actions of the issue that this version does not carry out yet: named in the 400.
-const NOT_YET: [&str; 11] = [
-    "reorder",
-    "hold",
-    "cross",
-    "corrupt",
-    "truncate",
-    "fragment",
-    "throttle",
-    "stall",
-    "close",
-    "reset",
-    "gilbert_elliott",
-];
+/// The actions a rule may name, for the 400's message.
+const IMPLEMENTED: &str =
+    "drop, delay, duplicate, corrupt, truncate, fragment, throttle, stall, close, reset";
+
+const NOT_YET: [&str; 4] = ["reorder", "hold", "cross", "gilbert_elliott"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -149,7 +151,7 @@ pub struct RuleError {
 }
 
 impl RuleError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(super) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         RuleError {
             field: field.into(),
             message: message.into(),
@@ -376,13 +378,17 @@ fn parse_action(action: &str, params: &Value) -> Result<Action> {
             }
             Ok(Action::Duplicate { copies })
         }
+        a if wire::NAMES.contains(&a) => {
+            let p = object(params, "params", WireAction::known(a))?;
+            Ok(Action::Wire(WireAction::parse(a, p)?))
+        }
         a if NOT_YET.contains(&a) => Err(RuleError::new(
             "action",
-            format!("{a:?} is not implemented yet (drop, delay, duplicate)"),
+            format!("{a:?} is not implemented yet ({IMPLEMENTED})"),
         )),
         a => Err(RuleError::new(
             "action",
-            format!("unknown action {a:?} (drop, delay, duplicate)"),
+            format!("unknown action {a:?} ({IMPLEMENTED})"),
         )),
     }
 }

@@ -28,6 +28,7 @@ pub enum Fired {
     Drop,
     Delay(Duration),
     Duplicate(u64),
+    Wire(super::wire::WireFired),
 }
 
 pub struct Stream {
@@ -86,6 +87,7 @@ impl Stream {
                 Fired::Delay(Duration::from_millis(ms))
             }
             Action::Duplicate { copies } => Fired::Duplicate(copies),
+            Action::Wire(w) => Fired::Wire(w.fire(&mut self.rng)),
         };
         (index, Some(fired))
     }
