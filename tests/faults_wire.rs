@@ -10,6 +10,9 @@ use common::admin::*;
 use common::fault_rules::*;
 use common::*;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use rtcserver::hooks::{Action, AuthData, PeerHooks};
+use rtcserver::rooms_protocol::RoomMessage;
+use rtcserver::Config;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -568,6 +571,190 @@ fn wire_actions_on_the_rooms_endpoint() {
         assert_eq!(garbled.chars().nth(at), Some('\u{1a}'));
         assert_eq!(injected_metric(&s, "garble-pings", "corrupt").await, 1);
         assert_eq!(injected_metric(&s, "offer-then-gone", "close").await, 1);
+        for client in [c, d, p1.client, p2.client] {
+            client.close().await;
+        }
+        s.assert_clean().await;
+    });
+}
+
+/// docs/close-codes.md, "Control is never stuck behind a write": a crash order ends a
+/// receiver in the middle of a throttled write (a reset, as for any pending write), and a
+/// shutdown ends a stalled one with 1001, without waiting for the stall.
+#[test]
+fn control_orders_overtake_a_throttled_write_and_a_stall() {
+    run(async {
+        let s = server();
+        let ((mut a, mut b), (mut c, mut d)) = two_pairs(&s).await;
+        add_rule(
+            &s,
+            json!({"name": "trickle", "action": "throttle", "params": {"bytes_per_s": 1024},
+                   "match": {"room": "#1", "type": "big"}}),
+        )
+        .await;
+        let b_id = peer_id_of(&s, &b).await;
+        // 64 KiB at 1 KiB/s: a minute, unless the crash order overtakes it.
+        let big = format!(r#"{{"type":"big","pad":"{}"}}"#, "x".repeat(64 * 1024));
+        a.send(&big).await;
+        let fault_seen = Instant::now();
+        within(WAIT, "the throttle to start", async {
+            while fault_log(&s).await.is_empty() {
+                async_io::Timer::after(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        crash(&s, &format!("peer:{b_id}")).await;
+        match within(WAIT, "the reset", b.ws.next()).await {
+            None | Some(Err(_)) => {}
+            Some(Ok(m)) => panic!("got {m:?} instead of a reset"),
+        }
+        let took = fault_seen.elapsed();
+        eprintln!("a throttled write crashed after {took:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        control_sees_nothing(&mut c, &mut d).await;
+        assert_eq!(injected_metric(&s, "trickle", "throttle").await, 1);
+        drop(b);
+        for client in [a, c, d] {
+            client.close().await;
+        }
+        s.assert_clean().await;
+
+        let s = server();
+        let ((mut a, mut b), (c, d)) = two_pairs(&s).await;
+        add_rule(
+            &s,
+            json!({"name": "coma", "action": "stall", "params": {"ms": 600000},
+                   "match": {"room": "#1", "type": "offer"}}),
+        )
+        .await;
+        a.send(r#"{"type":"offer"}"#).await;
+        within(WAIT, "the stall to start", async {
+            while fault_log(&s).await.is_empty() {
+                async_io::Timer::after(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        let started = Instant::now();
+        let (_, closed) = futures_lite::future::zip(s.handle.shutdown(), close_frame(&mut b)).await;
+        eprintln!("a stalled receiver shut down after {:?}", started.elapsed());
+        assert_eq!(closed, (1001, "server shutting down".to_owned()));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        drop((a, b, c, d));
+    });
+}
+
+/// docs/faults.md, "Actions" and "Admin API" (errors): each wire action's parameters are
+/// checked, and a 400 names the field.
+#[test]
+fn wire_params_are_checked() {
+    run(async {
+        let s = server();
+        let cases = [
+            (json!({"action": "truncate"}), "params.bytes"),
+            (
+                json!({"action": "truncate", "params": {"bytes": -1}}),
+                "params.bytes",
+            ),
+            (
+                json!({"action": "fragment", "params": {"frames": 1}}),
+                "params.frames",
+            ),
+            (
+                json!({"action": "fragment", "params": {"frames": 1025}}),
+                "params.frames",
+            ),
+            (
+                json!({"action": "throttle", "params": {"bytes_per_s": 0}}),
+                "params.bytes_per_s",
+            ),
+            (
+                json!({"action": "stall", "params": {"ms": 600001}}),
+                "params.ms",
+            ),
+            (
+                json!({"action": "close", "params": {"code": 1006}}),
+                "params.code",
+            ),
+            (
+                json!({"action": "close", "params": {"code": 999}}),
+                "params.code",
+            ),
+            (
+                json!({"action": "close", "params": {"reason": "x".repeat(124)}}),
+                "params.reason",
+            ),
+            (
+                json!({"action": "close", "params": {"after": 1}}),
+                "params.after",
+            ),
+            (
+                json!({"action": "corrupt", "params": {"at": 3}}),
+                "params.at",
+            ),
+            (
+                json!({"action": "reset", "params": {"code": 1}}),
+                "params.code",
+            ),
+        ];
+        for (mut rule, field) in cases {
+            rule["name"] = json!("r");
+            let reply = post(admin(&s), "/faults", &rule.to_string())
+                .await
+                .expect(400);
+            assert_eq!(reply.json()["field"], field, "{rule}");
+        }
+        let ok = json!({"name": "ok", "action": "close",
+                        "params": {"code": 1000, "reason": "é".repeat(61), "after": false}});
+        let set = post(admin(&s), "/faults", &ok.to_string())
+            .await
+            .expect(201)
+            .json();
+        assert_eq!(set["params"], ok["params"]);
+        assert!(fault_log(&s).await.is_empty());
+        s.assert_clean().await;
+    });
+}
+
+/// Adds `"hooked": true` to every `data` object a peer is sent.
+struct Stamp;
+
+impl PeerHooks for Stamp {
+    fn on_send(&self, _peer: &AuthData, mut m: RoomMessage) -> Action<RoomMessage> {
+        if let Some(data) = m.data.as_object_mut() {
+            data.insert("hooked".into(), json!(true));
+        }
+        Action::Forward(m)
+    }
+}
+
+/// docs/faults.md, "Wire actions": a wire action acts on the text the receiver would get, after
+/// its `on_send` hook.
+#[test]
+fn a_wire_action_acts_after_the_on_send_hook() {
+    run(async {
+        let s = server_built(Config::ephemeral(), |b| b.peer_hooks(Stamp));
+        let (mut c, mut d, _) = pair(&s).await;
+        let mut p1 = RoomPeer::join(&s, "lobby").await;
+        let mut p2 = RoomPeer::join(&s, "lobby").await;
+        p1.expect_event("joined").await;
+        add_rule(
+            &s,
+            json!({"name": "cut", "action": "truncate", "params": {"bytes": 30},
+                   "match": {"endpoint": "rooms", "type": "offer", "after": 1}}),
+        )
+        .await;
+        let offer = json!({"event": "offer", "data": {"sdp": "v=0"}});
+        p1.send(offer.clone()).await;
+        let whole = p2.client.recv_text().await;
+        assert!(whole.contains(r#""hooked":true"#), "{whole}");
+        p1.send(offer).await;
+        assert_eq!(p2.client.recv_text().await, whole[..30]);
+        control_sees_nothing(&mut c, &mut d).await;
+        let log = fault_log(&s).await;
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert_eq!(log[0]["index"], 2);
+        assert_eq!(log[0]["key"], "rooms/#2/#1>#2/downstream");
+        assert_eq!(injected_metric(&s, "cut", "truncate").await, 1);
         for client in [c, d, p1.client, p2.client] {
             client.close().await;
         }

@@ -419,6 +419,12 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_is_small_enough_to_charge_as_stated() {
+        // docs/faults.md, "Wire actions": a faulted message is charged its plan too.
+        assert!(std::mem::size_of::<crate::mailbox::Faulted>() <= 320);
+    }
+
+    #[test]
     fn close_codes_are_those_a_frame_may_carry() {
         let parse = |v: Value| {
             let Value::Object(p) = v else { unreachable!() };
