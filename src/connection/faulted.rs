@@ -2,7 +2,7 @@
 //! than as one text frame at once, or the connection ends instead. Every wait and write here
 //! is raced against the mailbox's control orders, as the plain writes are: a stalled or
 //! throttled receiver still obeys overflow (the slow-reader close), stop and crash.
-use super::{abort, close, guarded, interruptible, obey, End, Stuck, Written, Ws};
+use super::{close, guarded, interruptible, obey, End, Stuck, Written, Ws};
 use crate::faults::wire::{self, Plan};
 use crate::mailbox::{Faulted, Inbox};
 use crate::peer::{Command, Handler};
@@ -34,7 +34,8 @@ pub(super) async fn carry_out(
         }
     }
     if plan.reset {
-        abort(ws);
+        // The connection ends right after this, and its socket's close is then the reset.
+        ws.get_ref().reset_on_close();
         return Err(End::Injected(CloseCode::Abnormal, RESET.into()));
     }
     let closing = plan
