@@ -54,7 +54,8 @@ impl Stream {
 
     /// Counts the next message and decides: its index, and what the rule does to it. The
     /// generator is drawn only for messages that `after`/`every`/`count` let through, and in a
-    /// fixed order (probability, then jitter), so that the same messages give the same draws.
+    /// fixed order (probability, then jitter or corrupt's character), so that the same messages
+    /// give the same draws.
     pub fn next(&mut self, rule: &Rule) -> (u64, Option<Fired>) {
         self.seen += 1;
         let index = self.seen;

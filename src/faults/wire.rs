@@ -401,6 +401,20 @@ mod tests {
     }
 
     #[test]
+    fn truncation_comes_before_corruption() {
+        let p = plan(|p| {
+            p.truncate = Some(3);
+            p.corrupt_at = Some(7);
+        });
+        assert_eq!(p.change_text("abcdefgh").as_deref(), Some("ab\u{1a}"));
+        let p = plan(|p| {
+            p.truncate = Some(0);
+            p.corrupt_at = Some(0);
+        });
+        assert_eq!(p.change_text("abc").as_deref(), Some("\u{1a}"));
+    }
+
+    #[test]
     fn fragments_cover_the_text_on_boundaries() {
         assert_eq!(cuts("abcdefgh", 4), [2, 4, 6]);
         assert_eq!(cuts("ab", 4), [0, 1, 1]);
