@@ -3,7 +3,7 @@
 //! process, in the book's stack).
 use crate::hooks::{AuthData, TerminateReason};
 use crate::http::{self, Route};
-use crate::mailbox::{Control, Delivered, Inbox};
+use crate::mailbox::{Control, Delivered, Inbox, PeerMsg};
 use crate::named_peer::NamedPeer;
 use crate::origins::Verdict;
 use crate::peer::{BookPeer, Command, Handler};
@@ -31,6 +31,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 use supervisors::StopReason;
+
+mod faulted;
 
 type Ws = WebSocketStream<Stream>;
 
@@ -121,7 +123,9 @@ fn ended_named(shared: &Shared, id: PeerId, client: &str, auth: &AuthData, end: 
     shared.bad_input(end);
     let reason = match end {
         End::Closed => TerminateReason::Closed,
-        End::Server(code, why) => TerminateReason::Server(u16::from(*code), why.clone()),
+        End::Server(code, why) | End::Injected(code, why) => {
+            TerminateReason::Server(u16::from(*code), why.clone())
+        }
     };
     shared.peer_hooks.on_terminate(auth, &reason);
 }
@@ -548,6 +552,12 @@ fn log_end(id: PeerId, client: &str, end: &End) {
                 u16::from(*code)
             )
         }
+        End::Injected(code, why) => {
+            log::info!(
+                "peer {id} ({client}) closed by a fault rule with {}: {why}",
+                u16::from(*code)
+            )
+        }
     }
 }
 
@@ -558,6 +568,9 @@ pub(crate) enum End {
     Closed,
     /// By us, with this close code.
     Server(CloseCode, String),
+    /// By a fault rule's `close` (this code) or `reset` (1006, no close frame): not bad input,
+    /// whatever the code.
+    Injected(CloseCode, String),
 }
 
 fn is_bad_input(code: CloseCode) -> bool {
@@ -632,6 +645,12 @@ async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox) ->
             }
             Input::Info(Some(Delivered::Message(msg))) => {
                 inbox.taken(&msg);
+                if let PeerMsg::Faulted(f) = msg {
+                    match faulted::carry_out(ws, handler, inbox, *f).await {
+                        Ok(()) => continue,
+                        Err(end) => return end,
+                    }
+                }
                 let command = guarded(ws, || handler.handle_info(msg)).await;
                 if let Some(Command::Send(frame)) = command {
                     // Take whatever else is already queued, then flush once.
@@ -646,6 +665,9 @@ async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox) ->
             }
             Input::Frame(None) => return End::Closed,
             Input::Frame(Some(Ok(frame @ Message::Text(_)))) => {
+                // The mailbox first next time: a fault rule's stall of this sender, queued by
+                // this very frame, takes hold before the next frame is read.
+                inbox_first = false;
                 match AssertUnwindSafe(handler.handle_text(frame))
                     .catch_unwind()
                     .await
@@ -713,7 +735,7 @@ async fn feed_batch(
         return Err(End::Closed);
     }
     for _ in 1..MAX_BATCH {
-        let Ok(msg) = inbox.try_recv() else {
+        let Ok(msg) = inbox.try_recv_plain() else {
             break;
         };
         match guarded(ws, || handler.handle_info(msg)).await {

@@ -20,6 +20,7 @@
 //! before, keeps a 31-slot block per peer once anything passed through it, and its channel
 //! struct is cache-padded: about 1.7 KiB per connection of the 12.3 KiB measured by
 //! `loadgen hold`; see bench/README.md.)
+use crate::faults::wire::Plan;
 use crate::metrics::RelayCounters;
 use crate::registry::PeerId;
 use async_tungstenite::tungstenite::Utf8Bytes;
@@ -47,6 +48,19 @@ pub enum PeerMsg {
     /// A named-rooms message for this peer (from another peer or the room), serialised once and
     /// shared by all its addressees; it goes through this peer's `on_send` hook.
     Event(Utf8Bytes),
+    /// A message a fault rule's wire action changes on its way out (docs/faults.md, "Wire
+    /// actions"): the connection carries out the plan itself. Boxed: rare, and the plan is
+    /// larger than a queue slot should be.
+    Faulted(Box<Faulted>),
+}
+
+/// A message and what the receiver's connection does with it instead of a plain write.
+#[derive(Debug)]
+pub struct Faulted {
+    /// A [`PeerMsg::Relay`] or [`PeerMsg::Event`]; none for a plan that is the connection's
+    /// own (a sender's stall).
+    pub msg: Option<PeerMsg>,
+    pub plan: Plan,
 }
 
 impl PeerMsg {
@@ -54,6 +68,10 @@ impl PeerMsg {
     pub fn charge(&self) -> usize {
         match self {
             PeerMsg::Relay(text) | PeerMsg::Event(text) => text.len() + SLOT_OVERHEAD,
+            PeerMsg::Faulted(f) => {
+                f.msg.as_ref().map_or(SLOT_OVERHEAD, PeerMsg::charge)
+                    + std::mem::size_of::<Faulted>()
+            }
         }
     }
 }
@@ -156,7 +174,15 @@ impl Queue {
     }
 
     fn pop(&self) -> Option<PeerMsg> {
+        self.pop_if(|_| true)
+    }
+
+    /// The first message, if `wanted` takes it.
+    fn pop_if(&self, wanted: impl FnOnce(&PeerMsg) -> bool) -> Option<PeerMsg> {
         let mut items = self.lock();
+        if !items.messages.front().is_some_and(wanted) {
+            return None;
+        }
         let msg = items.messages.pop_front();
         if items.messages.is_empty() && items.messages.capacity() > KEEP_SLOTS {
             items.messages.shrink_to_fit();
@@ -314,6 +340,20 @@ impl PeerRef {
         self.enqueue(text.len() + SLOT_OVERHEAD, || PeerMsg::Event(text.clone()))
     }
 
+    /// Queues a message with a fault rule's wire plan: `msg` (of `charge` bytes of text) as
+    /// [`relay`](Self::relay) or [`deliver`](Self::deliver) would have queued it, bound and all.
+    pub fn faulted(
+        &self,
+        msg: impl FnOnce() -> Option<PeerMsg>,
+        charge: usize,
+        plan: Plan,
+    ) -> Delivery {
+        let charge = charge + SLOT_OVERHEAD + std::mem::size_of::<Faulted>();
+        self.enqueue(charge, || {
+            PeerMsg::Faulted(Box::new(Faulted { msg: msg(), plan }))
+        })
+    }
+
     fn enqueue(&self, charge: usize, msg: impl FnOnce() -> PeerMsg) -> Delivery {
         if !self.is_alive() || self.0.control.load(Ordering::Relaxed) & OVERFLOW != 0 {
             return Delivery::Dropped;
@@ -377,6 +417,19 @@ impl Inbox {
         }
     }
 
+    /// As [`try_recv`](Self::try_recv), but leaves a [`PeerMsg::Faulted`] at the head of the
+    /// queue: a batch of plain writes stops before it.
+    pub fn try_recv_plain(&self) -> Result<PeerMsg, Empty> {
+        let msg = self
+            .owner
+            .0
+            .queue
+            .pop_if(|m| !matches!(m, PeerMsg::Faulted(_)))
+            .ok_or(Empty)?;
+        self.taken(&msg);
+        Ok(msg)
+    }
+
     /// To be called for each message taken from the receiver: releases its bytes.
     pub fn taken(&self, msg: &PeerMsg) {
         self.owner
@@ -427,6 +480,7 @@ mod tests {
             seen.push(match d {
                 Delivered::Control(c) => format!("{c:?}"),
                 Delivered::Message(PeerMsg::Relay(t) | PeerMsg::Event(t)) => t.as_str().to_owned(),
+                Delivered::Message(PeerMsg::Faulted(_)) => "faulted".to_owned(),
             });
         }
         assert_eq!(seen, ["Overflow", "12345", "12345"]);

@@ -207,6 +207,8 @@ impl Handler for NamedPeer {
             PeerMsg::Event(text) => Some(Command::Send(Message::Text(text))),
             // Nothing relays raw frames to a named peer; pass one on should that change.
             PeerMsg::Relay(text) => Some(Command::Send(Message::Text(text))),
+            // The connection carries out the plan and hands over only the message inside.
+            PeerMsg::Faulted(f) => f.msg.and_then(|m| self.handle_info(m)),
         }
     }
 }

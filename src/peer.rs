@@ -187,6 +187,8 @@ impl Handler for BookPeer {
         match msg {
             // Book peers only get frames; a named-rooms message is passed on as its text.
             PeerMsg::Relay(text) | PeerMsg::Event(text) => Some(Command::Send(Message::Text(text))),
+            // The connection carries out the plan and hands over only the message inside.
+            PeerMsg::Faulted(f) => f.msg.and_then(|m| self.handle_info(m)),
         }
     }
 }

@@ -57,10 +57,18 @@ impl Socket {
     /// Ends the connection with a reset once the socket is closed: what the kernel still holds
     /// for a client that does not read is dropped, not sent. Reads and writes end at once.
     pub fn abort(&self) {
+        self.reset_on_close();
         let tcp = self.io.get_ref();
-        // Both may fail only on a socket that is already gone, which is what we want.
-        let _ = socket2::SockRef::from(tcp).set_linger(Some(std::time::Duration::ZERO));
+        // Fails only on a socket that is already gone, which is what we want.
         let _ = tcp.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Makes the socket's close a reset (SO_LINGER 0), and nothing else: with no shutdown, no
+    /// FIN goes first, so the client sees only the RST (a fault rule's `reset`).
+    pub fn reset_on_close(&self) {
+        // Fails only on a socket that is already gone, which is what we want.
+        let _ =
+            socket2::SockRef::from(self.io.get_ref()).set_linger(Some(std::time::Duration::ZERO));
     }
 }
 

@@ -85,6 +85,14 @@ impl Stream {
             Stream::Tls(s) => s.get_ref().0.abort(),
         }
     }
+
+    /// The socket's close will be a reset (see [`Socket::reset_on_close`]).
+    pub fn reset_on_close(&self) {
+        match self {
+            Stream::Plain(s) => s.reset_on_close(),
+            Stream::Tls(s) => s.get_ref().0.reset_on_close(),
+        }
+    }
 }
 
 impl AsyncRead for Stream {

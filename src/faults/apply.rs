@@ -6,6 +6,7 @@ use super::hold::Copies;
 use super::log::Injected;
 use super::rule::{Direction, Endpoint, PeerSel, RoomSel};
 use super::stream::{self, Fired, Stream};
+use super::wire::Plan;
 use super::{lock, Faults, Installed, Outgoing, Sender, MAX_STREAMS};
 use crate::events::Event;
 use crate::mailbox::PeerRef;
@@ -99,6 +100,9 @@ impl Faults {
         }
         // Released by this message on an upstream stream: after it reached every receiver.
         let upstream_after = std::mem::take(&mut upstream.after);
+        if let Some(stall) = upstream.plan.as_mut().and_then(Plan::take_sender_stall) {
+            self.stall_sender(out, stall);
+        }
         for to in receivers {
             let mut effect = upstream.clone();
             let to_ord = order.peers.get(&to.id()).copied();
@@ -123,6 +127,7 @@ impl Faults {
             // A reply no rule touched (and no hold waits on) is written by the caller at once.
             let untouched = effect.delay.is_zero()
                 && effect.copies == 0
+                && effect.plan.as_ref().is_none_or(Plan::is_empty)
                 && effect.aside.is_none()
                 && effect.late.is_empty()
                 && effect.after.is_empty()
@@ -144,6 +149,8 @@ impl Faults {
                 via: out.via,
                 copies: 1 + effect.copies,
             };
+            // Taken aside, a copy is delivered later as it was sent: the wire actions of other
+            // rules on it are not carried out (docs/faults.md, "Several rules on one message").
             if effect
                 .aside
                 .as_ref()
@@ -151,6 +158,7 @@ impl Faults {
             {
                 continue;
             }
+            let plan = effect.plan.as_ref().filter(|p| !p.is_empty());
             match &effect.lane {
                 Some(lane) => lane.send(
                     effect.delay,
@@ -159,8 +167,9 @@ impl Faults {
                     out.text,
                     out.via,
                     &self.0.held,
+                    plan,
                 ),
-                None => out.via.deliver(to, out.text),
+                None => out.via.deliver_planned(to, out.text, plan),
             }
             let after = std::mem::take(&mut effect.after);
             self.after_copy(
@@ -174,6 +183,22 @@ impl Faults {
         }
         self.deliver_after(upstream.lane.as_ref(), upstream_after);
         true
+    }
+
+    /// `stall` on an upstream rule: the sender's own connection stops reading for `stall`
+    /// (a plan without a message, queued to the sender).
+    fn stall_sender(&self, out: &Outgoing<'_>, stall: Duration) {
+        let Sender::Peer(id) = out.from else {
+            return;
+        };
+        let me = std::collections::HashSet::from([id]);
+        for sender in self.0.registry.find(out.room, &me) {
+            let plan = Plan {
+                stall: Some(stall),
+                ..Plan::default()
+            };
+            let _ = sender.faulted(|| None, 0, plan);
+        }
     }
 
     fn record(&self, rule: &str, key: String, index: u64, kind: &str, fired: Fired, base: Value) {
@@ -190,6 +215,7 @@ impl Faults {
             Fired::Duplicate(_) | Fired::Late(_) => ("duplicate", base),
             Fired::BurstDrop(state) => ("drop", state.logged(base)),
             Fired::Held(action) => (action, base),
+            Fired::Wire(w) => (w.name(), base),
         };
         let record = self.0.log.push(Injected {
             seq: 0,
@@ -219,6 +245,8 @@ struct Effect {
     late: Vec<LateCopies>,
     /// Late copies released by this message passing their stream: delivered after it.
     after: Vec<Taken>,
+    /// What the wire actions that fired ask of the receiver's connection.
+    plan: Option<Plan>,
 }
 
 struct Context<'a> {
@@ -265,14 +293,13 @@ impl Context<'_> {
         let Some(fired) = fired else {
             return true;
         };
-        self.faults.record(
-            &rule.name,
-            key,
-            index,
-            self.kind,
-            fired,
-            rule.action.params(),
-        );
+        let text = self.out.text.as_str();
+        let params = match fired {
+            Fired::Wire(w) => w.log_params(rule.action.params(), text),
+            _ => rule.action.params(),
+        };
+        self.faults
+            .record(&rule.name, key, index, self.kind, fired, params);
         match fired {
             Fired::Drop => return false,
             Fired::Delay(d) => effect.delay += d,
@@ -284,6 +311,11 @@ impl Context<'_> {
                     effect.aside = Aside::of(&rule.action, &rule.name);
                 }
             }
+            Fired::Wire(w) => effect.plan.get_or_insert_with(Plan::default).add(
+                w,
+                text,
+                rule.matcher.direction == Direction::Upstream,
+            ),
         }
         true
     }

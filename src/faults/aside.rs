@@ -171,7 +171,9 @@ impl Faults {
     pub(super) fn deliver_after(&self, lane: Option<&Arc<Lane>>, msgs: Vec<Taken>) {
         for m in msgs {
             match lane {
-                Some(lane) => lane.send(Duration::ZERO, 1, &m.to, &m.text, m.via, &self.0.held),
+                Some(lane) => {
+                    lane.send(Duration::ZERO, 1, &m.to, &m.text, m.via, &self.0.held, None)
+                }
                 None => m.via.deliver(&m.to, &m.text),
             }
         }

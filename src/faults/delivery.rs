@@ -1,7 +1,8 @@
 //! Delivery through a lane: a stream's messages in the order they were sent, each at its due
 //! time. A delayed message waits here, outside every room and peer process, in a task of its
 //! own that ends once its lane is empty; the messages behind it on the stream wait with it.
-use crate::mailbox::{Delivery, PeerRef};
+use super::wire::Plan;
+use crate::mailbox::{Delivery, PeerMsg, PeerRef};
 use async_tungstenite::tungstenite::Utf8Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -33,6 +34,21 @@ impl Via {
             Via::Event => to.deliver(text),
         }
     }
+
+    /// As [`deliver`](Self::deliver), with a wire plan for the receiver's connection, if any.
+    pub fn deliver_planned(self, to: &PeerRef, text: &Utf8Bytes, plan: Option<&Plan>) {
+        let Some(plan) = plan else {
+            return self.deliver(to, text);
+        };
+        let msg = || {
+            Some(match self {
+                // Copied, as `PeerRef::relay` does: not a slice of the sender's read buffer.
+                Via::Relay => PeerMsg::Relay(Utf8Bytes::from(text.as_str().to_owned())),
+                Via::Event => PeerMsg::Event(text.clone()),
+            })
+        };
+        let _ = to.faulted(msg, text.len(), plan.clone());
+    }
 }
 
 struct Held {
@@ -42,6 +58,7 @@ struct Held {
     to: PeerRef,
     text: Utf8Bytes,
     via: Via,
+    plan: Option<Plan>,
 }
 
 #[derive(Default)]
@@ -152,6 +169,9 @@ impl Lane {
 
     /// Delivers `copies` of `text` to `to` after `delay`, behind what the lane holds already.
     /// With nothing held and no delay, delivered now: the lane costs nothing then.
+    // One more than clippy's bound since the wire plan; bundling them would rewrite every
+    // caller that the other actions are being added to.
+    #[allow(clippy::too_many_arguments)]
     pub fn send(
         self: &Arc<Self>,
         delay: Duration,
@@ -160,6 +180,7 @@ impl Lane {
         text: &Utf8Bytes,
         via: Via,
         count: &Arc<HeldCount>,
+        plan: Option<&Plan>,
     ) {
         let mut queue = self.lock();
         let over = count.get() >= MAX_HELD;
@@ -169,7 +190,7 @@ impl Lane {
             }
             // Under the lane's lock: a drain finishing meanwhile cannot slip in between.
             for _ in 0..copies {
-                via.deliver(to, text);
+                via.deliver_planned(to, text, plan);
             }
             return;
         }
@@ -185,6 +206,7 @@ impl Lane {
                 to: to.clone(),
                 text: text.clone(),
                 via,
+                plan: plan.cloned(),
             });
         }
         count.0.fetch_add(
@@ -219,7 +241,8 @@ impl Lane {
                     if let Some(held) = queue.held.pop_front() {
                         count.0.fetch_sub(1, Ordering::Relaxed);
                         // A receiver gone meanwhile drops it, as its mailbox would.
-                        held.via.deliver(&held.to, &held.text);
+                        held.via
+                            .deliver_planned(&held.to, &held.text, held.plan.as_ref());
                     }
                 }
             };

@@ -9,6 +9,8 @@
 //!   empties them and the lanes), and the glue to `apply`.
 //! - [`bursty`]: Gilbert-Elliott loss for `drop`.
 //! - [`log`]: the fault log.
+//! - [`wire`]: the wire actions (corrupt ... reset) and the [`wire::Plan`] a receiver's
+//!   connection carries out.
 //! - `apply`: one message through the rules (the hot path while rules are set).
 //!
 //! The rest of the server holds a [`Faults`] (a cheap clone): the peers and rooms ask
@@ -23,6 +25,7 @@ pub mod log;
 pub mod order;
 pub mod rule;
 pub mod stream;
+pub mod wire;
 
 use crate::events::Events;
 use crate::metrics::Metrics;

@@ -2,6 +2,7 @@
 //! field, and written back in the same shape. No I/O.
 use super::bursty::GilbertElliott;
 use super::order::{self, Late, Until};
+use super::wire::{self, WireAction};
 use serde_json::{json, Map, Value};
 use std::fmt;
 
@@ -48,6 +49,8 @@ pub enum Action {
     Cross {
         max_hold_ms: u64,
     },
+    /// `corrupt`, `truncate`, `fragment`, `throttle`, `stall`, `close`, `reset`.
+    Wire(WireAction),
 }
 
 impl Action {
@@ -61,6 +64,7 @@ impl Action {
             Action::Reorder { .. } => "reorder",
             Action::Hold(_) => "hold",
             Action::Cross { .. } => "cross",
+            Action::Wire(w) => w.name(),
         }
     }
 
@@ -76,17 +80,17 @@ impl Action {
             }
             Action::Hold(until) => until.params(),
             Action::Cross { max_hold_ms } => json!({ "max_hold_ms": max_hold_ms }),
+            Action::Wire(w) => w.params(),
         }
     }
 }
 
-/// The actions of the issue that this version does not carry out yet: named in the 400.
-const NOT_YET: [&str; 7] = [
-    "corrupt", "truncate", "fragment", "throttle", "stall", "close", "reset",
-];
+/// The actions a rule may name, for the 400's message.
+const IMPLEMENTED: &str = "drop, delay, duplicate, reorder, hold, cross, corrupt, truncate, \
+                           fragment, throttle, stall, close, reset";
 
-/// The actions this version carries out, as a refusal lists them.
-const IMPLEMENTED: &str = "drop, delay, duplicate, reorder, hold, cross";
+/// The actions of the issue that this version does not carry out yet: named in the 400.
+const NOT_YET: [&str; 0] = [];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -404,6 +408,10 @@ fn parse_action(action: &str, params: &Value) -> Result<Action> {
             "action",
             "bursty loss is a drop model: {\"action\": \"drop\", \"params\": {\"model\": \"gilbert_elliott\", \"p\": ...}}",
         )),
+        a if wire::NAMES.contains(&a) => {
+            let p = object(params, "params", WireAction::known(a))?;
+            Ok(Action::Wire(WireAction::parse(a, p)?))
+        }
         a if NOT_YET.contains(&a) => Err(RuleError::new(
             "action",
             format!("{a:?} is not implemented yet ({IMPLEMENTED})"),

@@ -35,6 +35,7 @@ pub enum Fired {
     Late(u64),
     /// Taken aside by `reorder`, `hold` or `cross` (named; the rule says until when).
     Held(&'static str),
+    Wire(super::wire::WireFired),
 }
 
 pub struct Stream {
@@ -63,7 +64,8 @@ impl Stream {
 
     /// Counts the next message and decides: its index, and what the rule does to it. The
     /// generator is drawn only for messages that `after`/`every`/`count` let through, and in a
-    /// fixed order (probability, then jitter), so that the same messages give the same draws.
+    /// fixed order (probability, then jitter or corrupt's character), so that the same messages
+    /// give the same draws.
     pub fn next(&mut self, rule: &Rule) -> (u64, Option<Fired>) {
         self.seen += 1;
         let index = self.seen;
@@ -105,6 +107,7 @@ impl Stream {
             Action::Reorder { .. } | Action::Hold(_) | Action::Cross { .. } => {
                 Fired::Held(rule.action.name())
             }
+            Action::Wire(w) => Fired::Wire(w.fire(&mut self.rng)),
         };
         self.acted += 1;
         (index, Some(fired))
