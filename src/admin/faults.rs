@@ -1,6 +1,7 @@
 //! `/faults`: the fault rules and their log (docs/faults.md, "Admin API"). Every answer is
 //! built from the rules' and the log's state at once: nothing here waits on a message queue.
 use super::request::{Request, Response};
+use crate::faults::replay::Script;
 use crate::faults::rule::{Rule, RuleError};
 use crate::faults::{Faults, RulesError};
 use serde_json::{json, Value};
@@ -15,10 +16,20 @@ pub fn route(faults: &Faults, req: &Request) -> Option<Response> {
         ("" | "/", "POST") => add(faults, req),
         ("/populate", "POST") => populate(faults, req),
         ("/log", _) if get => log(faults, req),
-        ("" | "/" | "/populate" | "/log", _) => {
+        ("/replay", _) if get => match faults.replay_status() {
+            Some(status) => Response::json(200, &json!({ "replay": status })),
+            None => Response::error(404, "no replay in force"),
+        },
+        ("/replay", "POST") => replay(faults, req),
+        ("/replay", "DELETE") => match faults.end_replay() {
+            Some(status) => Response::json(200, &json!({ "ended": status })),
+            None => Response::error(404, "no replay in force"),
+        },
+        ("" | "/" | "/populate" | "/log" | "/replay", _) => {
             let allowed = match rest {
                 "/populate" => "POST",
                 "/log" => "GET",
+                "/replay" => "GET, POST, DELETE",
                 _ => "GET, POST",
             };
             Response::error(405, format!("{} takes {allowed}", req.path))
@@ -45,10 +56,33 @@ pub fn route(faults: &Faults, req: &Request) -> Option<Response> {
 
 fn list(faults: &Faults) -> Response {
     let rules: Vec<Value> = faults.rules().iter().map(Rule::to_json).collect();
+    let mut injected = serde_json::Map::new();
+    for (rule, action, n) in faults.injected() {
+        let per_rule = injected.entry(rule).or_insert_with(|| json!({}));
+        per_rule[action] = json!(n);
+    }
     Response::json(
         200,
-        &json!({ "seed": faults.seed(), "held": faults.held(), "rules": rules }),
+        &json!({
+            "seed": faults.seed(), "held": faults.held(), "rules": rules,
+            "injected": injected, "replay": faults.replay_status(),
+        }),
     )
+}
+
+/// The body is a saved log: its JSON lines, an array of its records, or `{"records": [...]}`.
+fn replay(faults: &Faults, req: &Request) -> Response {
+    let script = match Script::parse(&req.body) {
+        Ok(script) => script,
+        Err(e) => return invalid(&e),
+    };
+    match faults.replay(script) {
+        Ok(status) => Response::json(200, &json!({ "replay": status })),
+        Err(e) => Response::json(
+            409,
+            &json!({ "error": e.to_string(), "status": 409, "field": format!("records[{}].rule", e.at) }),
+        ),
+    }
 }
 
 fn body(req: &Request) -> Result<Value, Response> {

@@ -9,6 +9,8 @@ use std::time::Duration;
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Longest request body accepted: a `POST /faults/populate` of a hundred rules fits.
 pub const MAX_BODY: usize = 64 * 1024;
+/// A body for `POST /faults/replay`: a saved fault log (about 200 bytes a record).
+pub const MAX_REPLAY_BODY: usize = 16 * 1024 * 1024;
 const MAX_HEADERS: usize = 48;
 
 #[derive(Debug, Clone)]
@@ -179,7 +181,12 @@ pub async fn read<S: futures_lite::AsyncRead + Unpin>(
                 .parse::<usize>()
                 .map_err(|_| ReadError::Malformed(format!("Content-Length {v:?}")))?,
         };
-        if length > MAX_BODY {
+        let max = if request.path == "/faults/replay" {
+            MAX_REPLAY_BODY
+        } else {
+            MAX_BODY
+        };
+        if length > max {
             return Err(ReadError::BodyTooLarge);
         }
         let mut body = buf.split_off(head_len);

@@ -5,6 +5,7 @@
 //! - [`stream`]: a (rule, room, sender, receiver, direction) stream, its counter and generator.
 //! - [`delivery`]: lanes, where delayed messages wait outside every room and peer process.
 //! - [`log`]: the fault log.
+//! - [`replay`]: a recorded log in place of the rules' decisions.
 //! - `apply`: one message through the rules (the hot path while rules are set).
 //!
 //! The rest of the server holds a [`Faults`] (a cheap clone): the peers and rooms ask
@@ -13,6 +14,7 @@
 mod apply;
 pub mod delivery;
 pub mod log;
+pub mod replay;
 pub mod rule;
 pub mod stream;
 
@@ -23,6 +25,7 @@ use async_tungstenite::tungstenite::Utf8Bytes;
 use delivery::HeldCount;
 pub use delivery::Via;
 pub use log::Injected;
+use replay::{Script, UnknownRule};
 use rule::{Endpoint, Rule};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -88,6 +91,9 @@ pub struct Outgoing<'a> {
 /// A rule as installed: when, and its streams.
 struct Installed {
     rule: Rule,
+    /// The replay in force when the rule was installed: it decides instead of the streams'
+    /// generators.
+    script: Option<Arc<Script>>,
     since: Instant,
     streams: Mutex<HashMap<String, Stream>>,
     /// The stream bound was reported (once per rule).
@@ -95,9 +101,10 @@ struct Installed {
 }
 
 impl Installed {
-    fn new(rule: Rule) -> Arc<Self> {
+    fn new(rule: Rule, script: Option<Arc<Script>>) -> Arc<Self> {
         Arc::new(Installed {
             rule,
+            script,
             since: Instant::now(),
             streams: Mutex::new(HashMap::new()),
             full: AtomicBool::new(false),
@@ -143,6 +150,8 @@ struct Inner {
     seed: u64,
     active: AtomicBool,
     rules: Mutex<Arc<Vec<Arc<Installed>>>>,
+    /// The replay in force; changed only under the `rules` lock (taken first).
+    replay: Mutex<Option<Arc<Script>>>,
     registry: Arc<Registry>,
     events: Arc<Events>,
     metrics: Arc<Metrics>,
@@ -178,6 +187,7 @@ impl Faults {
             seed,
             active: AtomicBool::new(false),
             rules: Mutex::new(Arc::new(Vec::new())),
+            replay: Mutex::new(None),
             registry,
             events,
             metrics,
@@ -227,7 +237,7 @@ impl Faults {
             return Err(RulesError::TooMany);
         }
         let mut new = rules.as_ref().clone();
-        new.push(Installed::new(rule));
+        new.push(Installed::new(rule, lock(&self.0.replay).clone()));
         self.set(&mut rules, new);
         Ok(())
     }
@@ -240,7 +250,7 @@ impl Faults {
             .iter_mut()
             .find(|i| i.rule.name == rule.name)
             .ok_or_else(|| RulesError::NotFound(rule.name.clone()))?;
-        *slot = Installed::new(rule);
+        *slot = Installed::new(rule, lock(&self.0.replay).clone());
         self.set(&mut rules, new);
         Ok(())
     }
@@ -267,9 +277,58 @@ impl Faults {
                 return Err(RulesError::Duplicate(r.name.clone()));
             }
         }
-        let new = rules.into_iter().map(Installed::new).collect();
-        self.set(&mut lock(&self.0.rules), new);
+        let mut installed = lock(&self.0.rules);
+        // New rules are a new run: a replay of the old one ends.
+        *lock(&self.0.replay) = None;
+        let new = rules.into_iter().map(|r| Installed::new(r, None)).collect();
+        self.set(&mut installed, new);
         Ok(())
+    }
+
+    /// Starts a replay of `script` (in place of any other): every rule starts its streams over
+    /// and decides by the script from now on. Every rule the log names must be set.
+    pub fn replay(&self, script: Script) -> Result<Value, UnknownRule> {
+        let mut rules = lock(&self.0.rules);
+        for (name, at) in script.rules() {
+            if !rules.iter().any(|i| i.rule.name == name) {
+                return Err(UnknownRule {
+                    at,
+                    rule: name.to_owned(),
+                });
+            }
+        }
+        let script = Arc::new(script);
+        *lock(&self.0.replay) = Some(Arc::clone(&script));
+        let new = rules
+            .iter()
+            .map(|i| Installed::new(i.rule.clone(), Some(Arc::clone(&script))))
+            .collect();
+        self.set(&mut rules, new);
+        Ok(script.status())
+    }
+
+    /// Ends the replay in force, if any: the rules start their streams over and decide by
+    /// their generators again. Returns the replay's last status.
+    pub fn end_replay(&self) -> Option<Value> {
+        let mut rules = lock(&self.0.rules);
+        let ended = lock(&self.0.replay).take()?;
+        let new = rules
+            .iter()
+            .map(|i| Installed::new(i.rule.clone(), None))
+            .collect();
+        self.set(&mut rules, new);
+        Some(ended.status())
+    }
+
+    /// The replay in force: `{"records", "applied", "diverged"}`, or `None`.
+    pub fn replay_status(&self) -> Option<Value> {
+        lock(&self.0.replay).as_ref().map(|s| s.status())
+    }
+
+    /// Actions taken so far per rule and action, as `/metrics` counts them (rules removed
+    /// included).
+    pub fn injected(&self) -> Vec<(String, &'static str, u64)> {
+        self.0.metrics.faults_injected()
     }
 
     /// The log's records numbered above `since`.

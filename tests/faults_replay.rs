@@ -1,0 +1,294 @@
+//! Fault replay (docs/faults.md, "Replay"), through the real server: a recorded log replayed on
+//! another seed gives the clients exactly what they saw; one extra message gives
+//! `fault_divergence` at its index.
+mod common;
+use common::admin::*;
+use common::faults::*;
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// The recorded run's rules: a p = 0.3 drop on candidates and a 40 ± 30 ms delay on answers.
+fn recorded_rules() -> Value {
+    json!([
+        {"name": "lossy", "action": "drop", "probability": 0.3,
+         "match": {"room": "#1", "type": "candidate"}},
+        {"name": "jitter", "action": "delay", "params": {"ms": 40, "jitter_ms": 30},
+         "match": {"room": "#1", "type": "answer"}},
+    ])
+}
+
+const BLOCKS: usize = 20;
+const PER_BLOCK: usize = 10;
+
+/// What the receiver saw, and how late each answer was.
+struct Seen {
+    texts: Vec<String>,
+    answer_took: Vec<Duration>,
+}
+
+/// `BLOCKS` blocks of `PER_BLOCK` numbered candidates then one answer; the receiver reads each
+/// block up to its answer (candidates are not delayed, so they all come first). With `extra`,
+/// one more candidate goes right before candidate number `extra` (it takes that index).
+async fn traffic(a: &mut Client, b: &mut Client, extra: Option<usize>) -> Seen {
+    let mut seen = Seen {
+        texts: Vec::new(),
+        answer_took: Vec::new(),
+    };
+    for block in 0..BLOCKS {
+        for i in 1..=PER_BLOCK {
+            let n = block * PER_BLOCK + i;
+            if extra == Some(n) {
+                a.send(r#"{"type":"candidate","n":"extra"}"#).await;
+            }
+            a.send(&format!(r#"{{"type":"candidate","n":{n}}}"#)).await;
+        }
+        let answer = format!(r#"{{"type":"answer","block":{block}}}"#);
+        let sent = Instant::now();
+        a.send(&answer).await;
+        loop {
+            let text = b.recv_text().await;
+            let is_answer = text == answer;
+            seen.texts.push(text);
+            if is_answer {
+                seen.answer_took.push(sent.elapsed());
+                break;
+            }
+        }
+    }
+    seen
+}
+
+/// One run on a fresh server with `seed`: the recorded rules set (then `replay`, if given), the
+/// traffic, and the checks every run gets: each answer at least as late as its logged delay (and
+/// not far past it), the metric against the log, the control pair. Returns what was seen and
+/// the log, as text.
+async fn run_once(seed: u64, replay: Option<&str>, extra: Option<usize>) -> (Seen, String) {
+    let s = server_with(|c| c.fault_seed = Some(seed));
+    let ((mut a, mut b), (mut c, mut d)) = two_pairs(&s).await;
+    post(admin(&s), "/faults/populate", &recorded_rules().to_string())
+        .await
+        .expect(200);
+    if let Some(log) = replay {
+        let armed = post(admin(&s), "/faults/replay", log)
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(armed["replay"]["applied"], 0, "{armed}");
+        assert_eq!(armed["replay"]["diverged"], Value::Null);
+    }
+    let seen = traffic(&mut a, &mut b, extra).await;
+    let text = fault_log_text(&s).await;
+    let log: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    for r in log.iter().filter(|r| r["rule"] == "jitter") {
+        let block = r["index"].as_u64().expect("index") as usize - 1;
+        let drawn = Duration::from_millis(r["params"]["delay_ms"].as_u64().expect("delay_ms"));
+        let took = seen.answer_took[block];
+        assert!(
+            took >= drawn && took < drawn + SLACK,
+            "answer {block}: {took:?} for a {drawn:?} delay"
+        );
+    }
+    metric_matches_log(&s, &log).await;
+    control_sees_nothing(&mut c, &mut d).await;
+    for client in [a, b, c, d] {
+        client.close().await;
+    }
+    s.assert_clean().await;
+    (seen, text)
+}
+
+fn timeless_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| timeless(&serde_json::from_str(l).expect("JSON")))
+        .collect()
+}
+
+/// docs/faults.md, "Replay": a randomized run (drops at p = 0.3, delays with jitter) recorded
+/// twice with one seed gives one log; replayed on a fresh server with another seed, the clients
+/// see exactly the same messages, each answer as late, and the replay logs the same records.
+#[test]
+fn a_replay_reproduces_a_recorded_run_on_another_seed() {
+    run(async {
+        let (recorded, log) = run_once(5, None, None).await;
+        let (again, log_again) = run_once(5, None, None).await;
+        assert_eq!(
+            timeless_lines(&log_again),
+            timeless_lines(&log),
+            "one seed, one log"
+        );
+        assert_eq!(again.texts, recorded.texts);
+        let records = timeless_lines(&log);
+        let drops = records.iter().filter(|r| r["action"] == "drop").count();
+        assert_eq!(records.len(), drops + BLOCKS, "{records:?}");
+        assert!(
+            (30..=90).contains(&drops),
+            "{drops} of 200 dropped at p = 0.3"
+        );
+        for r in &records {
+            assert_eq!(r["key"], "book/#1/#1>#2/downstream");
+            assert!(r["digest"].as_str().is_some_and(|d| d.len() == 16), "{r}");
+        }
+        // The log's digest is the message's.
+        let first_drop = records
+            .iter()
+            .find(|r| r["action"] == "drop")
+            .expect("a drop");
+        let n = first_drop["index"].as_u64().expect("index");
+        assert_eq!(
+            first_drop["digest"],
+            digest(&format!(r#"{{"type":"candidate","n":{n}}}"#))
+        );
+
+        let (other_seed, other_log) = run_once(6, None, None).await;
+        assert_ne!(
+            other_seed.texts, recorded.texts,
+            "seed 6 alone drops others"
+        );
+        assert_ne!(timeless_lines(&other_log), records);
+
+        let (replayed, replay_log) = run_once(6, Some(&log), None).await;
+        assert_eq!(
+            replayed.texts, recorded.texts,
+            "the clients see the same thing"
+        );
+        assert_eq!(
+            timeless_lines(&replay_log),
+            records,
+            "the same actions, logged"
+        );
+        eprintln!(
+            "{} records ({drops} drops); answers late by {:?} recorded, {:?} replayed",
+            records.len(),
+            &recorded.answer_took[..5],
+            &replayed.answer_took[..5]
+        );
+    });
+}
+
+/// docs/faults.md, "Replay": the replay's state in `GET /faults` and `GET /faults/replay`, the
+/// whole log applied; a log in a JSON array works as its lines do; `DELETE` ends the replay.
+#[test]
+fn a_replay_reports_what_it_applied_and_ends_on_delete() {
+    run(async {
+        let (_, log) = run_once(5, None, None).await;
+        let records: Vec<Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON"))
+            .collect();
+        let s = server_with(|c| c.fault_seed = Some(6));
+        let ((mut a, mut b), (c, d)) = two_pairs(&s).await;
+        let at = admin(&s);
+        // No rules set: the log's rules are unknown here.
+        let refused = post(at, "/faults/replay", &log).await.expect(409).json();
+        assert_eq!(refused["field"], "records[0].rule", "{refused}");
+        post(at, "/faults/populate", &recorded_rules().to_string())
+            .await
+            .expect(200);
+        let bad = post(at, "/faults/replay", r#"[{"rule":"lossy"}]"#)
+            .await
+            .expect(400)
+            .json();
+        assert_eq!(bad["field"], "records[0].key", "{bad}");
+        let array = Value::Array(records.clone()).to_string();
+        post(at, "/faults/replay", &array).await.expect(200);
+        get(at, "/faults/replay").await.expect(200);
+        traffic(&mut a, &mut b, None).await;
+        let status = get(at, "/faults").await.expect(200).json();
+        assert_eq!(
+            status["replay"],
+            json!({"records": records.len(), "applied": records.len(), "diverged": null})
+        );
+        assert_eq!(
+            status["injected"]["jitter"]["delay"], BLOCKS,
+            "per-rule counters: {status}"
+        );
+        let ended = http(at, "DELETE", "/faults/replay", &[], "")
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(ended["ended"]["applied"], records.len());
+        get(at, "/faults/replay").await.expect(404);
+        assert_eq!(
+            get(at, "/faults").await.expect(200).json()["replay"],
+            Value::Null
+        );
+        for client in [a, b, c, d] {
+            client.close().await;
+        }
+        s.assert_clean().await;
+    });
+}
+
+/// docs/faults.md, "Replay" (divergence): one extra message, sent right before a message the
+/// log dropped, takes its index: `fault_divergence` names that stream and index, with both
+/// digests; the replay applies nothing after it, and says so in `GET /faults`.
+#[test]
+fn one_extra_message_gives_a_divergence_at_its_index() {
+    run(async {
+        let (_, log) = run_once(5, None, None).await;
+        let records: Vec<Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON"))
+            .collect();
+        // The third drop: some records are applied before it, some are left after.
+        let target = records
+            .iter()
+            .filter(|r| r["action"] == "drop")
+            .nth(2)
+            .expect("three drops")
+            .clone();
+        let k = target["index"].as_u64().expect("index") as usize;
+        let s = server_with(|c| c.fault_seed = Some(6));
+        let ((mut a, mut b), (mut c, mut d)) = two_pairs(&s).await;
+        let mut sse = Sse::open(admin(&s)).await;
+        post(admin(&s), "/faults/populate", &recorded_rules().to_string())
+            .await
+            .expect(200);
+        post(admin(&s), "/faults/replay", &log).await.expect(200);
+        let seen = traffic(&mut a, &mut b, Some(k)).await;
+        let event = sse
+            .until("fault_divergence", |e| e["type"] == "fault_divergence")
+            .await;
+        let extra = r#"{"type":"candidate","n":"extra"}"#;
+        assert_eq!(event["rule"], "lossy");
+        assert_eq!(event["key"], "book/#1/#1>#2/downstream");
+        assert_eq!(event["index"], k);
+        assert_eq!(event["expected"]["digest"], target["digest"]);
+        assert_eq!(
+            event["got"],
+            json!({"type": "candidate", "digest": digest(extra)})
+        );
+        let status = get(admin(&s), "/faults").await.expect(200).json();
+        assert_eq!(status["replay"]["diverged"]["index"], k, "{status}");
+        // Applied: every record before the divergence, in the recorded order; none after.
+        let before: Vec<Value> = records
+            .iter()
+            .take_while(|r| r["seq"] != target["seq"])
+            .map(timeless)
+            .collect();
+        let replay_log = fault_log(&s).await;
+        assert_eq!(replay_log.iter().map(timeless).collect::<Vec<_>>(), before);
+        assert_eq!(status["replay"]["applied"], before.len());
+        metric_matches_log(&s, &replay_log).await;
+        // The extra message and everything after it arrive.
+        let pos = seen
+            .texts
+            .iter()
+            .position(|t| t == extra)
+            .expect("the extra one");
+        let after: Vec<&String> = seen.texts[pos + 1..]
+            .iter()
+            .filter(|t| t.contains("candidate"))
+            .collect();
+        assert_eq!(after.len(), BLOCKS * PER_BLOCK - k + 1, "no drop after it");
+        control_sees_nothing(&mut c, &mut d).await;
+        for client in [a, b, c, d] {
+            client.close().await;
+        }
+        s.assert_clean().await;
+    });
+}
