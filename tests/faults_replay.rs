@@ -1,6 +1,6 @@
-//! Fault replay (docs/faults.md, "Replay"), through the real server: a recorded log replayed on
-//! another seed gives the clients exactly what they saw; one extra message gives
-//! `fault_divergence` at its index.
+//! Fault replay and presets (docs/faults.md, "Replay", "Presets"), through the real server: a
+//! recorded log replayed on another seed gives the clients exactly what they saw; one extra
+//! message gives `fault_divergence` at its index; presets switch on and off.
 mod common;
 use common::admin::*;
 use common::faults::*;
@@ -285,6 +285,90 @@ fn one_extra_message_gives_a_divergence_at_its_index() {
             .filter(|t| t.contains("candidate"))
             .collect();
         assert_eq!(after.len(), BLOCKS * PER_BLOCK - k + 1, "no drop after it");
+        control_sees_nothing(&mut c, &mut d).await;
+        for client in [a, b, c, d] {
+            client.close().await;
+        }
+        s.assert_clean().await;
+    });
+}
+
+/// docs/faults.md, "Presets": the six are listed; switching one on sets its rules under its
+/// name (`duplicate-answer.answers`), they act and are logged; switching it off removes them.
+#[test]
+fn presets_switch_on_and_off() {
+    run(async {
+        let s = server();
+        let ((mut a, mut b), (mut c, mut d)) = two_pairs(&s).await;
+        let at = admin(&s);
+        let listed = get(at, "/faults/presets").await.expect(200).json();
+        let names: Vec<&str> = listed["presets"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|p| p["name"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "candidates-first",
+                "duplicate-answer",
+                "glare",
+                "late-answer",
+                "lossy-signaling",
+                "slow-signaling"
+            ]
+        );
+        for p in listed["presets"].as_array().expect("a list") {
+            let name = p["name"].as_str().unwrap_or("");
+            assert_eq!(p["on"], false);
+            if p["available"] == false {
+                // Only glare waits for `cross` (another part of issue 16).
+                assert_eq!(name, "glare", "{p}");
+                let refused = post(at, &format!("/faults/presets/{name}"), "")
+                    .await
+                    .expect(400)
+                    .json();
+                assert_eq!(refused["field"], "rules[0].action");
+            }
+        }
+        let on = post(at, "/faults/presets/duplicate-answer", "")
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(on["rules"][0]["name"], "duplicate-answer.answers");
+        // Switching on again starts over; the rules are not doubled.
+        post(at, "/faults/presets/duplicate-answer", "")
+            .await
+            .expect(200);
+        let rules = get(at, "/faults").await.expect(200).json()["rules"].clone();
+        assert_eq!(rules.as_array().map(Vec::len), Some(1), "{rules}");
+        a.send(r#"{"type":"answer","x":1}"#).await;
+        a.send(r#"{"type":"candidate"}"#).await;
+        for _ in 0..2 {
+            assert_eq!(b.recv_text().await, r#"{"type":"answer","x":1}"#);
+        }
+        assert_eq!(b.recv_json().await["type"], "candidate");
+        let log = fault_log(&s).await;
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0]["rule"], "duplicate-answer.answers");
+        metric_matches_log(&s, &log).await;
+        let listed = get(at, "/faults/presets").await.expect(200).json();
+        assert_eq!(listed["presets"][1]["on"], true);
+        let off = http(at, "DELETE", "/faults/presets/duplicate-answer", &[], "")
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(off["removed"], json!(["duplicate-answer.answers"]));
+        http(at, "DELETE", "/faults/presets/duplicate-answer", &[], "")
+            .await
+            .expect(404);
+        post(at, "/faults/presets/no-such", "").await.expect(404);
+        assert_eq!(
+            get(at, "/faults").await.expect(200).json()["rules"],
+            json!([])
+        );
+        // The preset was not aimed at a room: the control pair is checked once it is off.
         control_sees_nothing(&mut c, &mut d).await;
         for client in [a, b, c, d] {
             client.close().await;

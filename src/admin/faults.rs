@@ -1,6 +1,7 @@
 //! `/faults`: the fault rules and their log (docs/faults.md, "Admin API"). Every answer is
 //! built from the rules' and the log's state at once: nothing here waits on a message queue.
 use super::request::{Request, Response};
+use crate::faults::presets;
 use crate::faults::replay::Script;
 use crate::faults::rule::{Rule, RuleError};
 use crate::faults::{Faults, RulesError};
@@ -11,6 +12,13 @@ pub fn route(faults: &Faults, req: &Request) -> Option<Response> {
     let method = req.method.as_str();
     let get = matches!(method, "GET" | "HEAD");
     let rest = req.path.strip_prefix("/faults")?;
+    if let Some(preset) = rest.strip_prefix("/presets/").filter(|p| !p.is_empty()) {
+        return Some(match method {
+            "POST" | "DELETE" => switch_preset(faults, preset, method == "POST"),
+            _ => Response::error(405, format!("{} takes POST, DELETE", req.path))
+                .with_header("Allow", "POST, DELETE"),
+        });
+    }
     Some(match (rest, method) {
         ("" | "/", _) if get => list(faults),
         ("" | "/", "POST") => add(faults, req),
@@ -25,10 +33,11 @@ pub fn route(faults: &Faults, req: &Request) -> Option<Response> {
             Some(status) => Response::json(200, &json!({ "ended": status })),
             None => Response::error(404, "no replay in force"),
         },
-        ("" | "/" | "/populate" | "/log" | "/replay", _) => {
+        ("/presets" | "/presets/", _) if get => list_presets(faults),
+        ("" | "/" | "/populate" | "/log" | "/replay" | "/presets" | "/presets/", _) => {
             let allowed = match rest {
                 "/populate" => "POST",
-                "/log" => "GET",
+                "/log" | "/presets" | "/presets/" => "GET",
                 "/replay" => "GET, POST, DELETE",
                 _ => "GET, POST",
             };
@@ -82,6 +91,48 @@ fn replay(faults: &Faults, req: &Request) -> Response {
             409,
             &json!({ "error": e.to_string(), "status": 409, "field": format!("records[{}].rule", e.at) }),
         ),
+    }
+}
+
+/// Every preset, with `on`: whether its rules are set.
+fn list_presets(faults: &Faults) -> Response {
+    let rules = faults.rules();
+    let list: Vec<Value> = presets::all()
+        .iter()
+        .map(|p| {
+            let mut v = p.to_json();
+            let prefix = p.prefix();
+            v["on"] = json!(rules.iter().any(|r| r.name.starts_with(&prefix)));
+            v
+        })
+        .collect();
+    Response::json(200, &json!({ "presets": list }))
+}
+
+fn switch_preset(faults: &Faults, name: &str, on: bool) -> Response {
+    let Some(preset) = presets::get(name) else {
+        let known: Vec<&str> = presets::all().iter().map(|p| p.name.as_str()).collect();
+        return Response::json(
+            404,
+            &json!({ "error": format!("no preset {name:?}"), "status": 404, "presets": known }),
+        );
+    };
+    let prefix = preset.prefix();
+    if !on {
+        let removed = faults.remove_prefixed(&prefix);
+        if removed.is_empty() {
+            return Response::error(404, format!("preset {name:?} is not on"));
+        }
+        return Response::json(200, &json!({ "removed": removed }));
+    }
+    let rules = match preset.rules(&prefix, None) {
+        Ok(rules) => rules,
+        Err(e) => return invalid(&e),
+    };
+    let answer: Vec<Value> = rules.iter().map(Rule::to_json).collect();
+    match faults.set_prefixed(&prefix, rules) {
+        Ok(()) => Response::json(200, &json!({ "preset": name, "rules": answer })),
+        Err(e) => refused(&e),
     }
 }
 

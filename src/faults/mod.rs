@@ -6,6 +6,7 @@
 //! - [`delivery`]: lanes, where delayed messages wait outside every room and peer process.
 //! - [`log`]: the fault log.
 //! - [`replay`]: a recorded log in place of the rules' decisions.
+//! - [`presets`]: named rule sets for classic client bugs.
 //! - `apply`: one message through the rules (the hot path while rules are set).
 //!
 //! The rest of the server holds a [`Faults`] (a cheap clone): the peers and rooms ask
@@ -14,6 +15,7 @@
 mod apply;
 pub mod delivery;
 pub mod log;
+pub mod presets;
 pub mod replay;
 pub mod rule;
 pub mod stream;
@@ -283,6 +285,43 @@ impl Faults {
         let new = rules.into_iter().map(|r| Installed::new(r, None)).collect();
         self.set(&mut installed, new);
         Ok(())
+    }
+
+    /// Sets `rules` at the end of the list in place of every rule whose name starts with
+    /// `prefix` (a preset switched on again starts over), all at once.
+    pub fn set_prefixed(&self, prefix: &str, rules: Vec<Rule>) -> Result<(), RulesError> {
+        let mut installed = lock(&self.0.rules);
+        let mut new: Vec<Arc<Installed>> = installed
+            .iter()
+            .filter(|i| !i.rule.name.starts_with(prefix))
+            .cloned()
+            .collect();
+        if new.len() + rules.len() > rule::MAX_RULES {
+            return Err(RulesError::TooMany);
+        }
+        if let Some(taken) = rules
+            .iter()
+            .find(|r| new.iter().any(|i| i.rule.name == r.name))
+        {
+            return Err(RulesError::Exists(taken.name.clone()));
+        }
+        let script = lock(&self.0.replay).clone();
+        new.extend(rules.into_iter().map(|r| Installed::new(r, script.clone())));
+        self.set(&mut installed, new);
+        Ok(())
+    }
+
+    /// Removes every rule whose name starts with `prefix`, all at once; returns their names.
+    pub fn remove_prefixed(&self, prefix: &str) -> Vec<String> {
+        let mut installed = lock(&self.0.rules);
+        let (gone, kept): (Vec<_>, Vec<_>) = installed
+            .iter()
+            .cloned()
+            .partition(|i| i.rule.name.starts_with(prefix));
+        if !gone.is_empty() {
+            self.set(&mut installed, kept);
+        }
+        gone.iter().map(|i| i.rule.name.clone()).collect()
     }
 
     /// Starts a replay of `script` (in place of any other): every rule starts its streams over
