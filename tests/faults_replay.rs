@@ -1,6 +1,7 @@
-//! Fault replay and presets (docs/faults.md, "Replay", "Presets"), through the real server: a
-//! recorded log replayed on another seed gives the clients exactly what they saw; one extra
-//! message gives `fault_divergence` at its index; presets switch on and off.
+//! Fault replay, presets and client faults (docs/faults.md, "Replay", "Presets", "Client
+//! faults"), through the real server: a recorded log replayed on another seed gives the clients
+//! exactly what they saw; one extra message gives `fault_divergence` at its index; presets switch
+//! on and off; `?faults=<preset>` acts on one client's messages only.
 mod common;
 use common::admin::*;
 use common::faults::*;
@@ -371,6 +372,140 @@ fn presets_switch_on_and_off() {
         // The preset was not aimed at a room: the control pair is checked once it is off.
         control_sees_nothing(&mut c, &mut d).await;
         for client in [a, b, c, d] {
+            client.close().await;
+        }
+        s.assert_clean().await;
+    });
+}
+
+/// The first lines of a raw HTTP answer to a WebSocket upgrade of `path`: status and body.
+async fn upgrade_refused(addr: std::net::SocketAddr, path: &str) -> Reply {
+    let raw = raw_http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{UPGRADE_HEADERS}\r\n"),
+    )
+    .await;
+    Reply::parse_raw(&raw)
+}
+
+/// docs/faults.md, "Client faults", and docs/flags.md (`--client-faults`): without the flag a
+/// `?faults=` is refused with 400 on both endpoints, and with it an unknown preset is.
+#[test]
+fn client_faults_are_refused_without_the_flag_or_a_known_preset() {
+    run(async {
+        let s = server();
+        for path in ["/?faults=late-answer", "/socket/lobby?faults=late-answer"] {
+            let refused = upgrade_refused(s.addr(), path).await.expect(400);
+            assert_eq!(refused.header("content-type"), Some("application/json"));
+            let body = refused.json();
+            assert_eq!(body["field"], "faults", "{body}");
+            assert!(
+                body["error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("--client-faults"),
+                "{body}"
+            );
+        }
+        let s = server_with(|c| c.client_faults = true);
+        for path in ["/?faults=nope", "/socket/lobby?faults=nope", "/?faults"] {
+            let body = upgrade_refused(s.addr(), path).await.expect(400).json();
+            assert_eq!(body["field"], "faults");
+            assert!(
+                body["error"].as_str().unwrap_or("").contains("no preset"),
+                "{path}: {body}"
+            );
+        }
+        assert_eq!(
+            get(admin(&s), "/faults").await.expect(200).json()["rules"],
+            json!([])
+        );
+        s.assert_clean().await;
+        // The binary's flag is the config's: with it, a known preset is taken.
+        let mut bin = Binary::on_loopback(&["--client-faults"]);
+        let (ws, admin_at) = bin.addresses();
+        let body = upgrade_refused(ws, "/?faults=nope")
+            .await
+            .expect(400)
+            .json();
+        assert!(
+            body["error"].as_str().unwrap_or("").contains("no preset"),
+            "{body}"
+        );
+        let mut client = Client::connect(ws, "/?faults=slow-signaling").await;
+        let rules = get(admin_at, "/faults").await.expect(200).json()["rules"].clone();
+        assert!(
+            rules[0]["name"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with(".slow-signaling.all"),
+            "{rules}"
+        );
+        client.send(r#"{"type":"GETROOM","value":""}"#).await;
+        client.recv_text().await;
+        client.close().await;
+    });
+}
+
+/// docs/faults.md, "Client faults": `?faults=late-answer` makes the answers *to that client*
+/// 3 s late; its own answers and the control pair are untouched; its rules go when it leaves.
+#[test]
+fn a_client_asks_for_late_answers_on_its_own_url() {
+    run(async {
+        let s = server_with(|c| c.client_faults = true);
+        let mut a = s.client().await;
+        let mut b = Client::connect(s.addr(), "/?faults=late-answer").await;
+        let room = a.get_room().await;
+        b.enter(room, &mut a).await;
+        let (mut c, mut d, _) = pair(&s).await;
+        for client in [&a, &b, &c, &d] {
+            client.ws.get_ref().set_nodelay(true).expect("nodelay");
+        }
+        let b_id = peer_id_of(&s, &b).await;
+        let rule = format!("client-{b_id}.late-answer.answers");
+        let rules = get(admin(&s), "/faults").await.expect(200).json()["rules"].clone();
+        assert_eq!(rules[0]["name"], rule.as_str(), "{rules}");
+        assert_eq!(rules[0]["match"]["to"], b_id.to_string());
+
+        let sent = Instant::now();
+        a.send(r#"{"type":"answer","to":"b"}"#).await;
+        a.send(r#"{"type":"candidate","to":"b"}"#).await;
+        assert_eq!(b.recv_json().await["type"], "candidate");
+        let candidate_took = sent.elapsed();
+        b.send(r#"{"type":"answer","to":"a"}"#).await;
+        assert_eq!(a.recv_json().await["to"], "a");
+        let own_answer_took = sent.elapsed();
+        assert_eq!(b.recv_json().await["to"], "b");
+        let late = sent.elapsed();
+        eprintln!("answer to b after {late:?}; candidate {candidate_took:?}; b's answer {own_answer_took:?}");
+        assert!(
+            (Duration::from_millis(3000)..Duration::from_millis(3000) + SLACK).contains(&late),
+            "{late:?}"
+        );
+        assert!(candidate_took < NOT_DELAYED);
+        assert!(
+            own_answer_took < NOT_DELAYED,
+            "b's own answer is not its traffic to receive"
+        );
+        control_sees_nothing(&mut c, &mut d).await;
+        let log = fault_log(&s).await;
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert_eq!(log[0]["rule"], rule.as_str());
+        assert_eq!(log[0]["key"], "book/#1/#1>#2/downstream");
+        assert_eq!(log[0]["params"]["delay_ms"], 3000);
+        metric_matches_log(&s, &log).await;
+        b.close().await;
+        s.event(
+            "b's end",
+            |e| matches!(e, rtcserver::Event::Disconnected { peer } if *peer == b_id),
+        )
+        .await;
+        assert_eq!(
+            get(admin(&s), "/faults").await.expect(200).json()["rules"],
+            json!([]),
+            "the client's rules go with it"
+        );
+        for client in [a, c, d] {
             client.close().await;
         }
         s.assert_clean().await;

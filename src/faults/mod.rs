@@ -7,12 +7,14 @@
 //! - [`log`]: the fault log.
 //! - [`replay`]: a recorded log in place of the rules' decisions.
 //! - [`presets`]: named rule sets for classic client bugs.
+//! - [`client`]: a preset a client asks for on its own URL (`?faults=`).
 //! - `apply`: one message through the rules (the hot path while rules are set).
 //!
 //! The rest of the server holds a [`Faults`] (a cheap clone): the peers and rooms ask
 //! [`Faults::is_active`] (one atomic load) and, only when a rule is set, hand their message to
 //! [`Faults::send`] instead of queueing it themselves.
 mod apply;
+pub mod client;
 pub mod delivery;
 pub mod log;
 pub mod presets;
