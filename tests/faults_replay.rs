@@ -207,6 +207,18 @@ fn a_replay_reports_what_it_applied_and_ends_on_delete() {
             status["injected"]["jitter"]["delay"], BLOCKS,
             "per-rule counters: {status}"
         );
+        // The observer page's view of the log: its tail.
+        let all = fault_log(&s).await;
+        let tail: Vec<Value> = get(at, "/faults/log?tail=2")
+            .await
+            .expect(200)
+            .body
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON"))
+            .collect();
+        assert_eq!(tail, all[all.len() - 2..]);
+        let refused = get(at, "/faults/log?tail=x").await.expect(400).json();
+        assert_eq!(refused["field"], "tail");
         let ended = http(at, "DELETE", "/faults/replay", &[], "")
             .await
             .expect(200)

@@ -254,8 +254,19 @@ fn populate(faults: &Faults, req: &Request) -> Response {
     }
 }
 
-/// JSON lines, oldest first; `?since=SEQ` gives the records after that one.
+/// JSON lines, oldest first; `?since=SEQ` gives the records after that one, `?tail=N` the
+/// latest N (the observer page's view, which must not fetch 100,000 records to show 20).
 fn log(faults: &Faults, req: &Request) -> Response {
+    let tail = match req.query_param("tail").map(|t| t.parse::<usize>()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            return invalid(&RuleError {
+                field: "tail".into(),
+                message: "must be a count of records".into(),
+            })
+        }
+    };
     let since = match req.query_param("since") {
         None => 0,
         Some(s) => match s.parse() {
@@ -268,8 +279,16 @@ fn log(faults: &Faults, req: &Request) -> Response {
             }
         },
     };
+    let records = match tail {
+        Some(n) => faults
+            .log_tail(n)
+            .into_iter()
+            .filter(|r| r.seq > since)
+            .collect(),
+        None => faults.log_since(since),
+    };
     let mut out = String::new();
-    for record in faults.log_since(since) {
+    for record in records {
         out.push_str(&record.to_json().to_string());
         out.push('\n');
     }

@@ -60,6 +60,13 @@ impl FaultLog {
         record
     }
 
+    /// The latest `n` records, oldest first.
+    pub fn tail(&self, n: usize) -> Vec<Injected> {
+        let guard = self.lock();
+        let start = guard.1.len().saturating_sub(n);
+        guard.1.range(start..).cloned().collect()
+    }
+
     /// The records numbered above `since`, oldest first.
     pub fn since(&self, since: u64) -> Vec<Injected> {
         let guard = self.lock();

@@ -372,6 +372,11 @@ impl Faults {
         self.0.metrics.faults_injected()
     }
 
+    /// The log's latest `n` records.
+    pub fn log_tail(&self, n: usize) -> Vec<Injected> {
+        self.0.log.tail(n)
+    }
+
     /// The log's records numbered above `since`.
     pub fn log_since(&self, since: u64) -> Vec<Injected> {
         self.0.log.since(since)
