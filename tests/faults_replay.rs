@@ -229,6 +229,34 @@ fn a_replay_reports_what_it_applied_and_ends_on_delete() {
             get(at, "/faults").await.expect(200).json()["replay"],
             Value::Null
         );
+        // The rules may come with the log, set in the same step; a bad one changes nothing.
+        post(at, "/faults/populate", "[]").await.expect(200);
+        let mut bad_rules = recorded_rules();
+        bad_rules[1]["match"]["every"] = json!(0);
+        let refused = post(
+            at,
+            "/faults/replay",
+            &json!({"rules": bad_rules, "records": records}).to_string(),
+        )
+        .await
+        .expect(400)
+        .json();
+        assert_eq!(refused["field"], "rules[1].match.every");
+        assert_eq!(
+            get(at, "/faults").await.expect(200).json()["rules"],
+            json!([])
+        );
+        let both = json!({"rules": recorded_rules(), "records": records}).to_string();
+        post(at, "/faults/replay", &both).await.expect(200);
+        let status = get(at, "/faults").await.expect(200).json();
+        assert_eq!(status["rules"].as_array().map(Vec::len), Some(2));
+        assert_eq!(status["replay"]["records"], records.len());
+        // A populate is a new run: it ends the replay.
+        post(at, "/faults/populate", "[]").await.expect(200);
+        assert_eq!(
+            get(at, "/faults").await.expect(200).json()["replay"],
+            Value::Null
+        );
         for client in [a, b, c, d] {
             client.close().await;
         }

@@ -4,7 +4,7 @@ use super::request::{Request, Response};
 use crate::faults::presets;
 use crate::faults::replay::Script;
 use crate::faults::rule::{Rule, RuleError};
-use crate::faults::{Faults, RulesError};
+use crate::faults::{Faults, ReplayRefused, RulesError};
 use serde_json::{json, Value};
 
 /// The answer to a request under `/faults`, or `None` when the path is not one of them.
@@ -79,19 +79,53 @@ fn list(faults: &Faults) -> Response {
     )
 }
 
-/// The body is a saved log: its JSON lines, an array of its records, or `{"records": [...]}`.
+/// The body is a saved log: its JSON lines, an array of its records, or `{"records": [...]}`,
+/// which may also hold the `rules` to set with it.
 fn replay(faults: &Faults, req: &Request) -> Response {
     let script = match Script::parse(&req.body) {
         Ok(script) => script,
         Err(e) => return invalid(&e),
     };
-    match faults.replay(script) {
+    // Only an object body can carry rules; the lines of a log are not one JSON value.
+    let rules = match serde_json::from_slice::<Value>(&req.body) {
+        Ok(Value::Object(map)) => match map.get("rules") {
+            None => None,
+            Some(Value::Array(list)) => match rule_list(list) {
+                Ok(rules) => Some(rules),
+                Err(refusal) => return refusal,
+            },
+            Some(_) => {
+                return invalid(&RuleError {
+                    field: "rules".into(),
+                    message: "must be an array of rules".into(),
+                })
+            }
+        },
+        _ => None,
+    };
+    match faults.replay(script, rules) {
         Ok(status) => Response::json(200, &json!({ "replay": status })),
-        Err(e) => Response::json(
+        Err(ReplayRefused::Rules(e)) => refused(&e),
+        Err(ReplayRefused::UnknownRule(e)) => Response::json(
             409,
             &json!({ "error": e.to_string(), "status": 409, "field": format!("records[{}].rule", e.at) }),
         ),
     }
+}
+
+/// Rules read from a list; an error names the rule by its place (`rules[1].match.every`).
+fn rule_list(list: &[Value]) -> Result<Vec<Rule>, Response> {
+    list.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            Rule::from_json(r).map_err(|e| {
+                invalid(&RuleError {
+                    field: format!("rules[{i}].{}", e.field),
+                    message: e.message,
+                })
+            })
+        })
+        .collect()
 }
 
 /// Every preset, with `on`: whether its rules are set.
@@ -235,18 +269,10 @@ fn populate(faults: &Faults, req: &Request) -> Response {
             })
         }
     };
-    let mut rules = Vec::with_capacity(list.len());
-    for (i, r) in list.iter().enumerate() {
-        match Rule::from_json(r) {
-            Ok(rule) => rules.push(rule),
-            Err(e) => {
-                return invalid(&RuleError {
-                    field: format!("rules[{i}].{}", e.field),
-                    message: e.message,
-                })
-            }
-        }
-    }
+    let rules = match rule_list(list) {
+        Ok(rules) => rules,
+        Err(refusal) => return refusal,
+    };
     let answer: Vec<Value> = rules.iter().map(Rule::to_json).collect();
     match faults.populate(rules) {
         Ok(()) => Response::json(200, &json!({ "rules": answer })),

@@ -150,6 +150,15 @@ impl fmt::Display for RulesError {
 
 impl std::error::Error for RulesError {}
 
+/// Why a replay was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayRefused {
+    /// The rules given with it are not a valid list (400, as a populate's).
+    Rules(RulesError),
+    /// The log names a rule that is not set (409).
+    UnknownRule(UnknownRule),
+}
+
 struct Inner {
     seed: u64,
     active: AtomicBool,
@@ -273,14 +282,7 @@ impl Faults {
 
     /// Replaces every rule at once: a message sees the old set or the new one, never a mix.
     pub fn populate(&self, rules: Vec<Rule>) -> Result<(), RulesError> {
-        if rules.len() > rule::MAX_RULES {
-            return Err(RulesError::TooMany);
-        }
-        for (i, r) in rules.iter().enumerate() {
-            if rules[..i].iter().any(|o| o.name == r.name) {
-                return Err(RulesError::Duplicate(r.name.clone()));
-            }
-        }
+        Self::check_list(&rules)?;
         let mut installed = lock(&self.0.rules);
         // New rules are a new run: a replay of the old one ends.
         *lock(&self.0.replay) = None;
@@ -326,25 +328,45 @@ impl Faults {
         gone.iter().map(|i| i.rule.name.clone()).collect()
     }
 
+    /// A whole list of rules, as populate takes it: no more than the bound, no name twice.
+    fn check_list(rules: &[Rule]) -> Result<(), RulesError> {
+        if rules.len() > rule::MAX_RULES {
+            return Err(RulesError::TooMany);
+        }
+        for (i, r) in rules.iter().enumerate() {
+            if rules[..i].iter().any(|o| o.name == r.name) {
+                return Err(RulesError::Duplicate(r.name.clone()));
+            }
+        }
+        Ok(())
+    }
+
     /// Starts a replay of `script` (in place of any other): every rule starts its streams over
-    /// and decides by the script from now on. Every rule the log names must be set.
-    pub fn replay(&self, script: Script) -> Result<Value, UnknownRule> {
-        let mut rules = lock(&self.0.rules);
+    /// and decides by the script from now on. With `rules`, they replace the rules first, in
+    /// the same step (a populate and a replay that no message can fall between). Every rule
+    /// the log names must then be set.
+    pub fn replay(&self, script: Script, rules: Option<Vec<Rule>>) -> Result<Value, ReplayRefused> {
+        if let Some(list) = &rules {
+            Self::check_list(list).map_err(ReplayRefused::Rules)?;
+        }
+        let mut installed = lock(&self.0.rules);
+        let rules: Vec<Rule> =
+            rules.unwrap_or_else(|| installed.iter().map(|i| i.rule.clone()).collect());
         for (name, at) in script.rules() {
-            if !rules.iter().any(|i| i.rule.name == name) {
-                return Err(UnknownRule {
+            if !rules.iter().any(|r| r.name == name) {
+                return Err(ReplayRefused::UnknownRule(UnknownRule {
                     at,
                     rule: name.to_owned(),
-                });
+                }));
             }
         }
         let script = Arc::new(script);
         *lock(&self.0.replay) = Some(Arc::clone(&script));
         let new = rules
-            .iter()
-            .map(|i| Installed::new(i.rule.clone(), Some(Arc::clone(&script))))
+            .into_iter()
+            .map(|r| Installed::new(r, Some(Arc::clone(&script))))
             .collect();
-        self.set(&mut rules, new);
+        self.set(&mut installed, new);
         Ok(script.status())
     }
 

@@ -95,8 +95,9 @@ pub enum Outcome {
 
 /// A recorded log, ready to replay, and how far the replay got.
 pub struct Script {
-    /// Per (rule, stream key): the recorded actions by index.
-    steps: HashMap<(String, String), BTreeMap<u64, Step>>,
+    /// Per rule, per stream key: the recorded actions by index (nested, so that a message's
+    /// lookup borrows its names instead of building a key).
+    steps: HashMap<String, HashMap<String, BTreeMap<u64, Step>>>,
     /// Each rule the log names, with the place of its first record (for the error), in the
     /// log's order.
     rules: Vec<(String, usize)>,
@@ -140,7 +141,9 @@ impl Script {
             .map_err(|_| RuleError::new("records", "the body is not UTF-8"))?;
         let records: Vec<Value> = match serde_json::from_str::<Value>(text) {
             Ok(Value::Array(list)) => list,
-            Ok(Value::Object(mut map)) if map.contains_key("records") => {
+            Ok(Value::Object(mut map))
+                if map.contains_key("records") || map.contains_key("rules") =>
+            {
                 match map.remove("records") {
                     Some(Value::Array(list)) => list,
                     _ => return Err(RuleError::new("records", "must be an array of log records")),
@@ -162,7 +165,7 @@ impl Script {
     }
 
     fn from_records(records: &[Value]) -> Result<Script, RuleError> {
-        let mut steps: HashMap<(String, String), BTreeMap<u64, Step>> = HashMap::new();
+        let mut steps: HashMap<String, HashMap<String, BTreeMap<u64, Step>>> = HashMap::new();
         let mut rules: Vec<(String, usize)> = Vec::new();
         for (at, record) in records.iter().enumerate() {
             let map = record
@@ -203,7 +206,11 @@ impl Script {
             };
             let fired = Fired::from_logged(action, &params)
                 .map_err(|e| RuleError::new(format!("records[{at}].{}", e.field), e.message))?;
-            let stream = steps.entry((rule.to_owned(), key.to_owned())).or_default();
+            let stream = steps
+                .entry(rule.to_owned())
+                .or_default()
+                .entry(key.to_owned())
+                .or_default();
             if stream.contains_key(&index) {
                 return Err(RuleError::new(
                     format!("records[{at}].index"),
@@ -255,7 +262,8 @@ impl Script {
     ) -> Outcome {
         let Some(step) = self
             .steps
-            .get(&(rule.to_owned(), key.to_owned()))
+            .get(rule)
+            .and_then(|streams| streams.get(key))
             .and_then(|s| s.get(&index))
         else {
             return Outcome::Pass;
