@@ -251,6 +251,18 @@ fn a_replay_reports_what_it_applied_and_ends_on_delete() {
         let status = get(at, "/faults").await.expect(200).json();
         assert_eq!(status["rules"].as_array().map(Vec::len), Some(2));
         assert_eq!(status["replay"]["records"], records.len());
+        // A saved log may pass the 64 KiB of other admin bodies (docs/admin-api.md).
+        let big: String = (1..=800)
+            .map(|i| {
+                format!(
+                    r#"{{"rule":"lossy","key":"book/#1/#1>#2/downstream","index":{i},"type":"candidate","digest":"0000000000000000","action":"drop"}}"#
+                ) + "\n"
+            })
+            .collect();
+        assert!(big.len() > 64 * 1024, "{} bytes", big.len());
+        let armed = post(at, "/faults/replay", &big).await.expect(200).json();
+        assert_eq!(armed["replay"]["records"], 800);
+        post(at, "/faults/populate", &big).await.expect(413);
         // A populate is a new run: it ends the replay.
         post(at, "/faults/populate", "[]").await.expect(200);
         assert_eq!(
