@@ -68,6 +68,9 @@ pub struct Config {
     pub fault_seed: Option<u64>,
     /// Fault rules in force from the start (`--faults FILE`).
     pub faults: Vec<crate::faults::rule::Rule>,
+    /// `?faults=<preset>` on a WebSocket URL sets that preset for that client
+    /// (`--client-faults`); refused with 400 without it.
+    pub client_faults: bool,
 }
 
 impl Default for Config {
@@ -101,6 +104,7 @@ impl Default for Config {
             chaos_seed: None,
             fault_seed: None,
             faults: Vec::new(),
+            client_faults: false,
         }
     }
 }

@@ -260,6 +260,11 @@ async fn open(
             };
             interruptible(&inbox, write).await
         }
+        Route::BookSocket | Route::RoomSocket(_)
+            if !client_faults(&shared, &mut stream, &request, id).await =>
+        {
+            return None;
+        }
         Route::BookSocket => {
             let ws = upgrade(&shared, stream, request).await?;
             shared.connected(id, &from.public());
@@ -291,6 +296,27 @@ async fn open(
         }
     }
     None
+}
+
+/// Sets the preset a WebSocket URL's `?faults=` asks for on this peer; false when it was
+/// refused (400 with a JSON body naming the reason, before the upgrade).
+async fn client_faults(
+    shared: &Shared,
+    stream: &mut Stream,
+    request: &http::Request,
+    id: PeerId,
+) -> bool {
+    let Err(e) = shared
+        .faults
+        .for_client(shared.config.client_faults, &request.query, id)
+    else {
+        return true;
+    };
+    log::warn!("HTTP 400 for {:?}: {e}", http::Shown(&request.path));
+    let body = serde_json::json!({ "error": e.to_string(), "status": 400, "field": "faults" });
+    let body = body.to_string();
+    let _ = http::respond(stream, 400, "application/json", body.as_bytes(), false).await;
+    false
 }
 
 async fn serve_file(

@@ -36,6 +36,9 @@ pub enum Event {
     ChaosCrash(crate::chaos::ChaosCrash),
     /// A fault rule acted on a message (the record is also in the fault log).
     Fault(Box<crate::faults::Injected>),
+    /// A replay met a message other than the one its log recorded at that index (the first
+    /// such; the replay acts no more).
+    FaultDivergence(Box<crate::faults::replay::Divergence>),
 }
 
 /// A broadcast of [`Event`]s to unbounded subscriber queues; free when nobody listens.

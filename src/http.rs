@@ -20,6 +20,8 @@ pub struct Request {
     pub method: String,
     /// Path without the query string.
     pub path: String,
+    /// What follows the `?` (without a fragment), or empty.
+    pub query: String,
     pub upgrade: bool,
     pub ws_key: Option<String>,
     pub ws_version: Option<String>,
@@ -125,9 +127,15 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, ReadError> {
         )));
     }
     let path = target.split(['?', '#']).next().unwrap_or("/").to_owned();
+    let query = target
+        .split('#')
+        .next()
+        .and_then(|t| t.split_once('?'))
+        .map_or_else(String::new, |(_, q)| q.to_owned());
     Ok(Some(Request {
         method: req.method.unwrap_or("").to_owned(),
         path,
+        query,
         upgrade: header("upgrade").is_some() || header("sec-websocket-key").is_some(),
         ws_key: header("sec-websocket-key").map(str::to_owned),
         ws_version: header("sec-websocket-version").map(str::to_owned),
@@ -377,6 +385,12 @@ mod tests {
     fn an_upgrade_request_is_parsed_and_routed() {
         let r = req(UPGRADE);
         assert_eq!(r.path, "/signaling");
+        assert_eq!(r.query, "x=1");
+        assert_eq!(
+            req("GET /?faults=glare#top HTTP/1.1\r\n\r\n").query,
+            "faults=glare"
+        );
+        assert_eq!(req("GET / HTTP/1.1\r\n\r\n").query, "");
         assert_eq!(r.header("x-forwarded-for"), Some("10.1.2.3, 10.0.0.1"));
         assert_eq!(r.rest, b"XYZ");
         assert_eq!(route(&r), Route::BookSocket);

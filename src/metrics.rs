@@ -163,6 +163,14 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// `rtcserver_faults_injected_total`'s samples: (rule, action, count).
+    pub fn faults_injected(&self) -> Vec<(String, &'static str, u64)> {
+        lock(&self.faults)
+            .iter()
+            .map(|((rule, action), n)| (rule.clone(), *action, *n))
+            .collect()
+    }
+
     /// Called from the supervisors' observer for every event.
     pub fn supervision(&self, event: &SupervisorEvent) {
         match event {

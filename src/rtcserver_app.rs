@@ -166,6 +166,10 @@ impl Shared {
             .remove(&id)
             .is_some_and(|c| c.info.client.is_some());
         self.registry.down(id);
+        if self.config.client_faults {
+            // Before `Disconnected`: whoever waits for it finds the client's rules gone.
+            self.faults.client_gone(id);
+        }
         if was_connected {
             self.events.publish(Event::Disconnected { peer: id });
         }

@@ -52,6 +52,10 @@ pub struct AdminArgs {
     /// takes (docs/faults.md).
     #[arg(long, value_name = "FILE")]
     pub faults: Option<std::path::PathBuf>,
+    /// Allow `?faults=<preset>` on the WebSocket URL of both endpoints: that preset's rules
+    /// then act on the messages that client receives, until it leaves (docs/faults.md).
+    #[arg(long)]
+    pub client_faults: bool,
 }
 
 /// The environment variable that may hold the admin token (not visible in `ps`).
@@ -95,6 +99,7 @@ impl AdminArgs {
         config.chaos = self.chaos.or(config.chaos);
         config.chaos_seed = self.chaos_seed.or(config.chaos_seed);
         config.fault_seed = self.fault_seed.or(config.fault_seed);
+        config.client_faults |= self.client_faults;
         if let Some(path) = &self.faults {
             config.faults = crate::faults::rules_file(path)?;
         }

@@ -9,6 +9,8 @@ use std::time::Duration;
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Longest request body accepted: a `POST /faults/populate` of a hundred rules fits.
 pub const MAX_BODY: usize = 64 * 1024;
+/// A body for `POST /faults/replay`: a saved fault log (about 200 bytes a record).
+pub const MAX_REPLAY_BODY: usize = 16 * 1024 * 1024;
 const MAX_HEADERS: usize = 48;
 
 #[derive(Debug, Clone)]
@@ -69,7 +71,8 @@ pub enum ReadError {
     Timeout,
     Closed,
     HeadTooLarge,
-    BodyTooLarge,
+    /// Over the path's limit, which it names.
+    BodyTooLarge(usize),
     Malformed(String),
     /// `Transfer-Encoding` (chunked bodies are not needed by any client of this API).
     LengthRequired,
@@ -82,7 +85,7 @@ impl ReadError {
         match self {
             ReadError::Timeout => Some(408),
             ReadError::HeadTooLarge => Some(431),
-            ReadError::BodyTooLarge => Some(413),
+            ReadError::BodyTooLarge(_) => Some(413),
             ReadError::Malformed(_) => Some(400),
             ReadError::LengthRequired => Some(411),
             ReadError::Closed | ReadError::Io(_) => None,
@@ -96,7 +99,7 @@ impl fmt::Display for ReadError {
             ReadError::Timeout => f.write_str("no complete request within the time allowed"),
             ReadError::Closed => f.write_str("closed before a request"),
             ReadError::HeadTooLarge => write!(f, "request head over {MAX_HEAD} bytes"),
-            ReadError::BodyTooLarge => write!(f, "request body over {MAX_BODY} bytes"),
+            ReadError::BodyTooLarge(max) => write!(f, "request body over {max} bytes"),
             ReadError::Malformed(e) => write!(f, "malformed request: {e}"),
             ReadError::LengthRequired => {
                 f.write_str("send the body with Content-Length, not Transfer-Encoding")
@@ -179,8 +182,13 @@ pub async fn read<S: futures_lite::AsyncRead + Unpin>(
                 .parse::<usize>()
                 .map_err(|_| ReadError::Malformed(format!("Content-Length {v:?}")))?,
         };
-        if length > MAX_BODY {
-            return Err(ReadError::BodyTooLarge);
+        let max = if request.path == "/faults/replay" {
+            MAX_REPLAY_BODY
+        } else {
+            MAX_BODY
+        };
+        if length > max {
+            return Err(ReadError::BodyTooLarge(max));
         }
         let mut body = buf.split_off(head_len);
         while body.len() < length {

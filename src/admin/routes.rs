@@ -27,11 +27,14 @@ const ENDPOINTS: [(&str, &str); 6] = [
 const CHAOS: (&str, &str) = ("/chaos", "GET");
 
 /// Listed in a 404's `endpoints`; the routes are in `faults.rs`.
-const FAULTS: [(&str, &str); 5] = [
+const FAULTS: [(&str, &str); 8] = [
     ("/faults", "GET, POST"),
     ("/faults/populate", "POST"),
     ("/faults/reset", "POST"),
     ("/faults/log", "GET"),
+    ("/faults/replay", "GET, POST, DELETE"),
+    ("/faults/presets", "GET"),
+    ("/faults/presets/{name}", "POST, DELETE"),
     ("/faults/{name}", "GET, POST, DELETE"),
 ];
 

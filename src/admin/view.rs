@@ -153,6 +153,13 @@ pub fn event(e: &Event) -> Value {
             }
             v
         }
+        Event::FaultDivergence(d) => {
+            let mut v = d.to_json();
+            if let Value::Object(map) = &mut v {
+                map.insert("type".into(), "fault_divergence".into());
+            }
+            v
+        }
     };
     if let Value::Object(map) = &mut v {
         map.insert("at_ms".into(), json!(unix_ms(SystemTime::now())));

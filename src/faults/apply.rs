@@ -4,6 +4,7 @@ use super::aside::{Aside, LateCopies, Pair};
 use super::delivery::{Lane, Taken};
 use super::hold::Copies;
 use super::log::Injected;
+use super::replay::Outcome;
 use super::rule::{Direction, Endpoint, PeerSel, RoomSel};
 use super::stream::{self, Fired, Stream};
 use super::wire::Plan;
@@ -201,7 +202,21 @@ impl Faults {
         }
     }
 
-    fn record(&self, rule: &str, key: String, index: u64, kind: &str, fired: Fired, base: Value) {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        rule: &str,
+        key: String,
+        index: u64,
+        kind: &str,
+        digest: String,
+        fired: Fired,
+        base: Value,
+    ) {
         let (action, params) = match fired {
             Fired::Drop => ("drop", base),
             Fired::Delay(d) => {
@@ -223,9 +238,10 @@ impl Faults {
             key,
             index,
             kind: kind.to_owned(),
+            digest,
             action,
             params,
-            t_ms: u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            t_ms: self.now_ms(),
         });
         self.0.metrics.fault_injected(rule, action);
         self.0.events.publish(Event::Fault(Box::new(record)));
@@ -283,23 +299,52 @@ impl Context<'_> {
             let stream = streams
                 .entry(key.clone())
                 .or_insert_with(|| Stream::new(self.faults.0.seed, &rule.name, &key));
-            let (index, fired) = stream.next(rule);
-            (index, fired, Arc::clone(&stream.lane))
+            let decided = match &installed.script {
+                None => {
+                    let (index, fired) = stream.next(rule);
+                    (index, fired.map(|f| (f, rule.action.params())))
+                }
+                Some(script) => {
+                    let index = stream.count();
+                    let digest = || stream::digest(self.out.text.as_str());
+                    let t_ms = self.faults.now_ms();
+                    match script.at(&rule.name, &key, index, self.kind, digest, t_ms) {
+                        Outcome::Pass => (index, None),
+                        Outcome::Fire(fired, params) => (index, Some((fired, params))),
+                        Outcome::Diverged(d) => {
+                            ::log::warn!(
+                                "faults: the replay diverged at {} index {}: {} {} where the log has {} {}",
+                                d.key, d.index, d.kind, d.digest, d.expected_kind, d.expected_digest
+                            );
+                            self.faults.0.events.publish(Event::FaultDivergence(d));
+                            (index, None)
+                        }
+                    }
+                }
+            };
+            (decided.0, decided.1, Arc::clone(&stream.lane))
         };
         effect
             .after
             .extend(self.faults.0.holds.stream_passed(&lane));
         effect.lane.get_or_insert_with(|| Arc::clone(&lane));
-        let Some(fired) = fired else {
+        let Some((fired, params)) = fired else {
             return true;
         };
         let text = self.out.text.as_str();
         let params = match fired {
-            Fired::Wire(w) => w.log_params(rule.action.params(), text),
-            _ => rule.action.params(),
+            Fired::Wire(w) => w.log_params(params, text),
+            _ => params,
         };
-        self.faults
-            .record(&rule.name, key, index, self.kind, fired, params);
+        self.faults.record(
+            &rule.name,
+            key,
+            index,
+            self.kind,
+            stream::digest(text),
+            fired,
+            params,
+        );
         match fired {
             Fired::Drop => return false,
             Fired::Delay(d) => effect.delay += d,

@@ -18,6 +18,8 @@ pub struct Injected {
     pub index: u64,
     /// The message's `type` (book) or `event` (rooms); empty when it has none.
     pub kind: String,
+    /// The message's text, hashed ([`super::stream::digest`]): what a replay compares.
+    pub digest: String,
     pub action: &'static str,
     /// The rule's parameters and what was drawn (`delay_ms`).
     pub params: Value,
@@ -29,7 +31,7 @@ impl Injected {
     pub fn to_json(&self) -> Value {
         json!({
             "seq": self.seq, "rule": self.rule, "key": self.key, "index": self.index,
-            "type": self.kind, "action": self.action, "params": self.params, "t_ms": self.t_ms,
+            "type": self.kind, "digest": self.digest, "action": self.action, "params": self.params, "t_ms": self.t_ms,
         })
     }
 }
@@ -56,6 +58,13 @@ impl FaultLog {
         }
         records.push_back(record.clone());
         record
+    }
+
+    /// The latest `n` records, oldest first.
+    pub fn tail(&self, n: usize) -> Vec<Injected> {
+        let guard = self.lock();
+        let start = guard.1.len().saturating_sub(n);
+        guard.1.range(start..).cloned().collect()
     }
 
     /// The records numbered above `since`, oldest first.

@@ -11,6 +11,9 @@
 //! - [`log`]: the fault log.
 //! - [`wire`]: the wire actions (corrupt ... reset) and the [`wire::Plan`] a receiver's
 //!   connection carries out.
+//! - [`replay`]: a recorded log in place of the rules' decisions.
+//! - [`presets`]: named rule sets for classic client bugs.
+//! - [`client`]: a preset a client asks for on its own URL (`?faults=`).
 //! - `apply`: one message through the rules (the hot path while rules are set).
 //!
 //! The rest of the server holds a [`Faults`] (a cheap clone): the peers and rooms ask
@@ -19,10 +22,13 @@
 mod apply;
 mod aside;
 pub mod bursty;
+pub mod client;
 pub mod delivery;
 pub mod hold;
 pub mod log;
 pub mod order;
+pub mod presets;
+pub mod replay;
 pub mod rule;
 pub mod stream;
 pub mod wire;
@@ -34,6 +40,7 @@ use async_tungstenite::tungstenite::Utf8Bytes;
 use delivery::HeldCount;
 pub use delivery::Via;
 pub use log::Injected;
+use replay::{Script, UnknownRule};
 use rule::{Endpoint, Rule};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -99,6 +106,9 @@ pub struct Outgoing<'a> {
 /// A rule as installed: when, and its streams.
 struct Installed {
     rule: Rule,
+    /// The replay in force when the rule was installed: it decides instead of the streams'
+    /// generators.
+    script: Option<Arc<Script>>,
     since: Instant,
     streams: Mutex<HashMap<String, Stream>>,
     /// The stream bound was reported (once per rule).
@@ -106,9 +116,10 @@ struct Installed {
 }
 
 impl Installed {
-    fn new(rule: Rule) -> Arc<Self> {
+    fn new(rule: Rule, script: Option<Arc<Script>>) -> Arc<Self> {
         Arc::new(Installed {
             rule,
+            script,
             since: Instant::now(),
             streams: Mutex::new(HashMap::new()),
             full: AtomicBool::new(false),
@@ -150,10 +161,21 @@ impl fmt::Display for RulesError {
 
 impl std::error::Error for RulesError {}
 
+/// Why a replay was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayRefused {
+    /// The rules given with it are not a valid list (400, as a populate's).
+    Rules(RulesError),
+    /// The log names a rule that is not set (409).
+    UnknownRule(UnknownRule),
+}
+
 struct Inner {
     seed: u64,
     active: AtomicBool,
     rules: Mutex<Arc<Vec<Arc<Installed>>>>,
+    /// The replay in force; changed only under the `rules` lock (taken first).
+    replay: Mutex<Option<Arc<Script>>>,
     registry: Arc<Registry>,
     events: Arc<Events>,
     metrics: Arc<Metrics>,
@@ -191,6 +213,7 @@ impl Faults {
             seed,
             active: AtomicBool::new(false),
             rules: Mutex::new(Arc::new(Vec::new())),
+            replay: Mutex::new(None),
             registry,
             events,
             metrics,
@@ -247,7 +270,7 @@ impl Faults {
             return Err(RulesError::TooMany);
         }
         let mut new = rules.as_ref().clone();
-        new.push(Installed::new(rule));
+        new.push(Installed::new(rule, lock(&self.0.replay).clone()));
         self.set(&mut rules, new);
         Ok(())
     }
@@ -260,7 +283,7 @@ impl Faults {
             .iter_mut()
             .find(|i| i.rule.name == rule.name)
             .ok_or_else(|| RulesError::NotFound(rule.name.clone()))?;
-        *slot = Installed::new(rule);
+        *slot = Installed::new(rule, lock(&self.0.replay).clone());
         self.set(&mut rules, new);
         Ok(())
     }
@@ -279,6 +302,54 @@ impl Faults {
 
     /// Replaces every rule at once: a message sees the old set or the new one, never a mix.
     pub fn populate(&self, rules: Vec<Rule>) -> Result<(), RulesError> {
+        Self::check_list(&rules)?;
+        let mut installed = lock(&self.0.rules);
+        // New rules are a new run: a replay of the old one ends.
+        *lock(&self.0.replay) = None;
+        let new = rules.into_iter().map(|r| Installed::new(r, None)).collect();
+        self.set(&mut installed, new);
+        Ok(())
+    }
+
+    /// Sets `rules` at the end of the list in place of every rule whose name starts with
+    /// `prefix` (a preset switched on again starts over), all at once.
+    pub fn set_prefixed(&self, prefix: &str, rules: Vec<Rule>) -> Result<(), RulesError> {
+        let mut installed = lock(&self.0.rules);
+        let mut new: Vec<Arc<Installed>> = installed
+            .iter()
+            .filter(|i| !i.rule.name.starts_with(prefix))
+            .cloned()
+            .collect();
+        if new.len() + rules.len() > rule::MAX_RULES {
+            return Err(RulesError::TooMany);
+        }
+        if let Some(taken) = rules
+            .iter()
+            .find(|r| new.iter().any(|i| i.rule.name == r.name))
+        {
+            return Err(RulesError::Exists(taken.name.clone()));
+        }
+        let script = lock(&self.0.replay).clone();
+        new.extend(rules.into_iter().map(|r| Installed::new(r, script.clone())));
+        self.set(&mut installed, new);
+        Ok(())
+    }
+
+    /// Removes every rule whose name starts with `prefix`, all at once; returns their names.
+    pub fn remove_prefixed(&self, prefix: &str) -> Vec<String> {
+        let mut installed = lock(&self.0.rules);
+        let (gone, kept): (Vec<_>, Vec<_>) = installed
+            .iter()
+            .cloned()
+            .partition(|i| i.rule.name.starts_with(prefix));
+        if !gone.is_empty() {
+            self.set(&mut installed, kept);
+        }
+        gone.iter().map(|i| i.rule.name.clone()).collect()
+    }
+
+    /// A whole list of rules, as populate takes it: no more than the bound, no name twice.
+    fn check_list(rules: &[Rule]) -> Result<(), RulesError> {
         if rules.len() > rule::MAX_RULES {
             return Err(RulesError::TooMany);
         }
@@ -287,9 +358,65 @@ impl Faults {
                 return Err(RulesError::Duplicate(r.name.clone()));
             }
         }
-        let new = rules.into_iter().map(Installed::new).collect();
-        self.set(&mut lock(&self.0.rules), new);
         Ok(())
+    }
+
+    /// Starts a replay of `script` (in place of any other): every rule starts its streams over
+    /// and decides by the script from now on. With `rules`, they replace the rules first, in
+    /// the same step (a populate and a replay that no message can fall between). Every rule
+    /// the log names must then be set.
+    pub fn replay(&self, script: Script, rules: Option<Vec<Rule>>) -> Result<Value, ReplayRefused> {
+        if let Some(list) = &rules {
+            Self::check_list(list).map_err(ReplayRefused::Rules)?;
+        }
+        let mut installed = lock(&self.0.rules);
+        let rules: Vec<Rule> =
+            rules.unwrap_or_else(|| installed.iter().map(|i| i.rule.clone()).collect());
+        for (name, at) in script.rules() {
+            if !rules.iter().any(|r| r.name == name) {
+                return Err(ReplayRefused::UnknownRule(UnknownRule {
+                    at,
+                    rule: name.to_owned(),
+                }));
+            }
+        }
+        let script = Arc::new(script);
+        *lock(&self.0.replay) = Some(Arc::clone(&script));
+        let new = rules
+            .into_iter()
+            .map(|r| Installed::new(r, Some(Arc::clone(&script))))
+            .collect();
+        self.set(&mut installed, new);
+        Ok(script.status())
+    }
+
+    /// Ends the replay in force, if any: the rules start their streams over and decide by
+    /// their generators again. Returns the replay's last status.
+    pub fn end_replay(&self) -> Option<Value> {
+        let mut rules = lock(&self.0.rules);
+        let ended = lock(&self.0.replay).take()?;
+        let new = rules
+            .iter()
+            .map(|i| Installed::new(i.rule.clone(), None))
+            .collect();
+        self.set(&mut rules, new);
+        Some(ended.status())
+    }
+
+    /// The replay in force: `{"records", "applied", "diverged"}`, or `None`.
+    pub fn replay_status(&self) -> Option<Value> {
+        lock(&self.0.replay).as_ref().map(|s| s.status())
+    }
+
+    /// Actions taken so far per rule and action, as `/metrics` counts them (rules removed
+    /// included).
+    pub fn injected(&self) -> Vec<(String, &'static str, u64)> {
+        self.0.metrics.faults_injected()
+    }
+
+    /// The log's latest `n` records.
+    pub fn log_tail(&self, n: usize) -> Vec<Injected> {
+        self.0.log.tail(n)
     }
 
     /// The log's records numbered above `since`.

@@ -180,7 +180,7 @@ pub struct RuleError {
 }
 
 impl RuleError {
-    pub(super) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         RuleError {
             field: field.into(),
             message: message.into(),
@@ -243,9 +243,13 @@ fn string<'a>(map: &'a Map<String, Value>, key: &str, field: &str) -> Result<Opt
     }
 }
 
+/// Paths under `/faults/` that are not rules.
+const RESERVED: [&str; 5] = ["populate", "log", "replay", "presets", "reset"];
+
 /// A name that can stand in a URL path (`/faults/{name}`) as it is.
 fn valid_name(name: &str) -> bool {
-    !name.is_empty()
+    !RESERVED.contains(&name)
+        && !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
@@ -279,7 +283,7 @@ impl Rule {
         if !valid_name(name) {
             return Err(RuleError::new(
                 "name",
-                "must be 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.'",
+                "must be 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.', and not populate, log, replay, presets or reset",
             ));
         }
         let action = string(map, "action", "action")?

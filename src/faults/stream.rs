@@ -17,10 +17,16 @@ pub fn key(endpoint: &str, room: u64, from: &str, to: &str, direction: &str) -> 
 
 /// FNV-1a: a hash that is the same in every build and version (std's `DefaultHasher` is not
 /// promised to be).
-fn stable_hash(bytes: &[u8]) -> u64 {
+pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// A message's text as the log names it (`digest`): FNV-1a 64 in 16 lowercase hex digits, so
+/// that a replay can tell whether the message at a logged index is the one that was there.
+pub fn digest(text: &str) -> String {
+    format!("{:016x}", stable_hash(text.as_bytes()))
 }
 
 /// What a rule does to one message.
@@ -60,6 +66,12 @@ impl Stream {
             bad: false,
             lane: Arc::new(Lane::default()),
         }
+    }
+
+    /// Counts the next message without deciding (a replay decides instead): its index.
+    pub fn count(&mut self) -> u64 {
+        self.seen += 1;
+        self.seen
     }
 
     /// Counts the next message and decides: its index, and what the rule does to it. The
@@ -178,5 +190,6 @@ mod tests {
     fn the_hash_is_pinned() {
         assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(digest("a"), "af63dc4c8601ec8c");
     }
 }

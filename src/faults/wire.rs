@@ -219,13 +219,17 @@ pub enum WireFired {
     Corrupt {
         draw: u64,
     },
+    /// A replayed `corrupt`: the character the log names (`params.at`).
+    CorruptAt {
+        at: u64,
+    },
     Other(WireAction),
 }
 
 impl WireFired {
     pub fn name(&self) -> &'static str {
         match self {
-            WireFired::Corrupt { .. } => "corrupt",
+            WireFired::Corrupt { .. } | WireFired::CorruptAt { .. } => "corrupt",
             WireFired::Other(a) => a.name(),
         }
     }
@@ -233,8 +237,13 @@ impl WireFired {
     /// The log's `params`: the rule's, and for `corrupt` the character it replaces in `text`
     /// (`at`, counted in characters from 0).
     pub fn log_params(&self, mut base: Value, text: &str) -> Value {
-        if let (WireFired::Corrupt { draw }, Value::Object(map)) = (self, &mut base) {
-            map.insert("at".into(), corrupt_at(*draw, text.chars().count()).into());
+        let at = match self {
+            WireFired::Corrupt { draw } => corrupt_at(*draw, text.chars().count()),
+            WireFired::CorruptAt { at } => *at,
+            WireFired::Other(_) => return base,
+        };
+        if let Value::Object(map) = &mut base {
+            map.insert("at".into(), at.into());
         }
         base
     }
@@ -272,6 +281,7 @@ impl Plan {
             WireFired::Corrupt { draw } => {
                 self.corrupt_at = Some(corrupt_at(draw, text.chars().count()));
             }
+            WireFired::CorruptAt { at } => self.corrupt_at = Some(at),
             WireFired::Other(a) => match a {
                 WireAction::Truncate { bytes } => self.truncate = Some(bytes),
                 WireAction::Fragment { frames } => self.frames = Some(frames),

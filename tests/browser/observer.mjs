@@ -8,8 +8,10 @@
 // blank page of a headless Chromium, opens the observer page and checks that it draws the tree
 // (the four static children, both rooms, the four peers), then clicks the crash button of a room
 // and of a peer and checks what the page shows and what the peers see: the room restarts and its
-// members still relay; the crashed peer's connection closes with 1011. Saves observer.png (and
-// the console log) into --out and checks it is not blank. The page must load with no console
+// members still relay; the crashed peer's connection closes with 1011. Then it switches a fault
+// preset on with its button (its rule appears in the rules table, acts on a pair, and its counter
+// and the fault log show it), saves observer.png (and the console log) into --out, checks it is
+// not blank, and switches the preset off (the rule goes). The page must load with no console
 // error. With --server-bin, it then stops the server with SIGTERM (the page must show it stopped
 // within 2 s, no badge left green; observer-stopped.png) and starts it again on the same ports (the
 // page must be live again and draw the new tree). Ends with one line "N passed, M failed"; exits
@@ -212,6 +214,34 @@ async function run() {
       `closes (a, b, c, d): ${JSON.stringify(codes)}; exactly one should be 1011`);
   });
 
+  // docs/faults.md, "Presets": the page's buttons set and remove a preset's rules.
+  await check('a preset switched on from the page: its rule appears, acts and is counted', async () => {
+    const button = page.locator('#presets button[data-preset="duplicate-answer"]');
+    await button.waitFor({ timeout: 5000 });
+    const buttons = await page.locator('#presets button').count();
+    assert(buttons === 6, `${buttons} preset buttons`);
+    await button.click();
+    const row = page.locator('#rules tr[data-rule="duplicate-answer.answers"]');
+    await row.waitFor({ timeout: 5000 });
+    await page.locator('#presets button.on[data-preset="duplicate-answer"]').waitFor({ timeout: 5000 });
+    const rules = (await adminJson('/faults')).rules.map((r) => r.name);
+    assert(rules.length === 1 && rules[0] === 'duplicate-answer.answers', `GET /faults lists ${rules}`);
+    // The pair whose peers are both still open (one of the four was crashed above) gets one
+    // answer twice.
+    const pair = await peersPage.evaluate(async () => {
+      const open = (n) => window.peers[n].close === null;
+      const [from, to] = open('a') && open('b') ? ['a', 'b'] : ['c', 'd'];
+      window.send(from, { type: 'answer', sdp: 'preset' });
+      await window.nextMessage(to, '"sdp":"preset"', 5000);
+      await window.nextMessage(to, '"sdp":"preset"', 5000);
+      return from + '>' + to;
+    });
+    await page.locator('#rules tr[data-rule="duplicate-answer.answers"] td.injected', { hasText: 'duplicate 1' })
+      .waitFor({ timeout: 5000 });
+    await page.locator('#fault-log li', { hasText: 'duplicate-answer.answers duplicate' }).waitFor({ timeout: 5000 });
+    return `${pair}: the answer twice, counted and logged`;
+  });
+
   await check('observer.png is saved and is not blank', async () => {
     await page.mouse.move(0, 0);
     const shot = await page.screenshot({ path: path.join(outDir, 'observer.png'), fullPage: true });
@@ -220,6 +250,17 @@ async function run() {
     const rows = await page.locator('.row').count();
     assert(rows >= 10, `only ${rows} rows drawn`);
     return `${stats.width}x${stats.height}, variance ${stats.variance.toFixed(0)}`;
+  });
+
+  await check('the preset switched off from the page: its rule goes', async () => {
+    const row = page.locator('#rules tr[data-rule="duplicate-answer.answers"]');
+    await page.locator('#presets button.on[data-preset="duplicate-answer"]').click();
+    await row.waitFor({ state: 'detached', timeout: 5000 });
+    await page.locator('#presets button[data-preset="duplicate-answer"]:not(.on)').waitFor({ timeout: 5000 });
+    const rules = (await adminJson('/faults')).rules;
+    assert(rules.length === 0, `GET /faults still lists ${JSON.stringify(rules)}`);
+    const switches = await page.evaluate(() => window.observer.faults.switches);
+    assert(switches.length === 2 && switches.every((w) => w.status === 200), JSON.stringify(switches));
   });
 
   await check('no uncaught errors in the page', async () => {

@@ -1,0 +1,106 @@
+//! Test helpers for message-level faults (docs/faults.md): rules, the log, the metric, and the
+//! two pairs every acceptance test runs (the one under test in room `#1`, a control in `#2`).
+use super::admin::{admin, get, post};
+use super::{pair, Client, TestServer};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Under the 300 ms delays these tests set: a message that took less was not delayed.
+pub const NOT_DELAYED: Duration = Duration::from_millis(300);
+/// How late past its delay a delayed message may be on a loaded machine.
+pub const SLACK: Duration = Duration::from_millis(700);
+
+pub async fn add_rule(s: &TestServer, rule: Value) {
+    post(admin(s), "/faults", &rule.to_string())
+        .await
+        .expect(201);
+}
+
+/// `GET /faults/log` as it was sent: JSON lines.
+pub async fn fault_log_text(s: &TestServer) -> String {
+    let reply = get(admin(s), "/faults/log").await.expect(200);
+    assert_eq!(reply.header("content-type"), Some("application/x-ndjson"));
+    reply.body
+}
+
+/// `GET /faults/log`, one JSON object per line.
+pub async fn fault_log(s: &TestServer) -> Vec<Value> {
+    fault_log_text(s)
+        .await
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a log line is JSON"))
+        .collect()
+}
+
+/// The value of `rtcserver_faults_injected_total{rule,action}` in `GET /metrics` (0 if absent).
+pub async fn injected_metric(s: &TestServer, rule: &str, action: &str) -> u64 {
+    let text = get(admin(s), "/metrics").await.expect(200).body;
+    let sample = format!("rtcserver_faults_injected_total{{rule=\"{rule}\",action=\"{action}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&sample))
+        .map_or(0, |v| v.parse().expect("a counter"))
+}
+
+/// The metric against the log: per (rule, action), as many as the log has records.
+pub async fn metric_matches_log(s: &TestServer, log: &[Value]) {
+    let mut counts = std::collections::BTreeMap::new();
+    for r in log {
+        let key = (
+            r["rule"].as_str().unwrap_or("").to_owned(),
+            r["action"].as_str().unwrap_or("").to_owned(),
+        );
+        *counts.entry(key).or_insert(0u64) += 1;
+    }
+    for ((rule, action), n) in counts {
+        assert_eq!(
+            injected_metric(s, &rule, &action).await,
+            n,
+            "{rule} {action}"
+        );
+    }
+}
+
+/// Two book pairs: the one under test (room `#1`, created first) and a control pair (`#2`).
+pub async fn two_pairs(s: &TestServer) -> ((Client, Client), (Client, Client)) {
+    let (a, b, _) = pair(s).await;
+    let (c, d, _) = pair(s).await;
+    // Timed sends back to back: without it, Nagle holds the second frame until the server's
+    // delayed ACK of the first (40 ms), which a browser's socket would not.
+    for client in [&a, &b, &c, &d] {
+        client.ws.get_ref().set_nodelay(true).expect("nodelay");
+    }
+    ((a, b), (c, d))
+}
+
+/// The control pair exchanges one of each type the rules aim at; all arrive at once.
+pub async fn control_sees_nothing(c: &mut Client, d: &mut Client) {
+    for kind in ["offer", "answer", "candidate"] {
+        let text = format!(r#"{{"type":"{kind}","control":true}}"#);
+        let sent = Instant::now();
+        c.send(&text).await;
+        assert_eq!(d.recv_text().await, text);
+        assert!(
+            sent.elapsed() < NOT_DELAYED,
+            "the control pair's {kind} took {:?}",
+            sent.elapsed()
+        );
+    }
+}
+
+/// A log record without what differs from run to run (`seq`, `t_ms`).
+pub fn timeless(record: &Value) -> Value {
+    let mut r = record.clone();
+    if let Value::Object(map) = &mut r {
+        map.remove("seq");
+        map.remove("t_ms");
+    }
+    r
+}
+
+/// docs/faults.md's digest: FNV-1a 64 of the text, 16 lowercase hex digits.
+pub fn digest(text: &str) -> String {
+    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
