@@ -5,13 +5,15 @@
 //   node tests/browser/faults.mjs --server-bin target/debug/rtcserver --out DIR
 //
 // Starts the server binary with its admin API on free 127.0.0.1 ports and two headless Chromium
-// processes with fake cameras. For each scenario it sets the scenario's rules (POST
-// /faults/populate), opens the demo page in A and follows A's invite in B, and checks that the
+// processes with fake cameras. For each scenario it sets the scenario's preset (POST
+// /faults/presets/<name>) or rules (POST /faults/populate), opens the demo page in A and follows A's invite in B, and checks that the
 // call connects, still holds 2 s later on the same RTCPeerConnection, and that the fault log shows
-// the scenario's rules acted. Scenarios (README "Testing your client against message faults"):
-//   slow-signaling    every book message 250 ± 200 ms late (order kept)
+// the scenario's rules acted. Scenarios (README "Testing your client against message faults"),
+// the first four the server's presets (docs/faults.md, "Presets"):
+//   slow-signaling    every message 250 ± 100 ms late (order kept)
 //   candidates-first  offers and answers 1.5 s late: the ICE candidates overtake them
 //   duplicate-answer  every answer delivered twice (B, the caller, ignores the stale copy)
+//   late-answer       every answer 3 s late
 //   duplicate-offer   every offer delivered twice (A, the callee, used to take the copy for a new
 //                     party and tore the call down; it now ignores a copy of the offer in force)
 // Ends with one line "N passed, M failed"; exits 1 on any failure.
@@ -45,26 +47,22 @@ opts.timeout = Number(opts.timeout);
 if (!opts.serverBin) die('--server-bin is required');
 const outDir = outputDir(opts.out, 'rtc-faults');
 
+// A scenario sets a preset (GET /faults/presets lists them; their rules are named
+// `<preset>.<rule>`), or rules of its own.
 const SCENARIOS = [
-  {
-    name: 'slow-signaling',
-    rules: [{ name: 'slow', action: 'delay', params: { ms: 250, jitter_ms: 200 }, match: { endpoint: 'book' } }],
-    acted: { slow: 'delay' },
-  },
+  { name: 'slow-signaling', preset: 'slow-signaling', acted: { 'slow-signaling.all': 'delay' } },
   {
     name: 'candidates-first',
-    rules: [
-      { name: 'late-offer', action: 'delay', params: { ms: 1500 }, match: { endpoint: 'book', type: 'offer' } },
-      { name: 'late-answer', action: 'delay', params: { ms: 1500 }, match: { endpoint: 'book', type: 'answer' } },
-    ],
-    acted: { 'late-offer': 'delay', 'late-answer': 'delay' },
+    preset: 'candidates-first',
+    acted: { 'candidates-first.offers': 'delay', 'candidates-first.answers': 'delay' },
   },
   {
     name: 'duplicate-answer',
-    rules: [{ name: 'answer-twice', action: 'duplicate', match: { endpoint: 'book', type: 'answer' } }],
-    acted: { 'answer-twice': 'duplicate' },
+    preset: 'duplicate-answer',
+    acted: { 'duplicate-answer.answers': 'duplicate' },
     console: { B: 'ignoring an answer that was not asked for' },
   },
+  { name: 'late-answer', preset: 'late-answer', acted: { 'late-answer.answers': 'delay' } },
   {
     name: 'duplicate-offer',
     rules: [{ name: 'offer-twice', action: 'duplicate', match: { endpoint: 'book', type: 'offer' } }],
@@ -85,6 +83,12 @@ async function startServer() {
     { RUST_LOG: 'info', ...process.env });
   base = `http://127.0.0.1:${port}`;
   admin = `http://127.0.0.1:${adminPort}`;
+}
+
+async function setFaults(s) {
+  if (!s.preset) return populate(s.rules);
+  const r = await fetch(`${admin}/faults/presets/${s.preset}`, { method: 'POST' });
+  assert(r.status === 200, `POST /faults/presets/${s.preset} answered ${r.status}: ${await r.text()}`);
 }
 
 async function populate(rules) {
@@ -116,7 +120,7 @@ const browsers = new Browsers('rtc-faults', outDir, opts.chromium);
 let lastSeq = 0;
 
 async function scenario(s, ctxA, ctxB) {
-  await populate(s.rules);
+  await setFaults(s);
   const pageA = await browsers.newPage(ctxA, `${s.name}-A`);
   const pageB = await browsers.newPage(ctxB, `${s.name}-B`);
   try {
