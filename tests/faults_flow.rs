@@ -76,16 +76,6 @@ fn expected(kinds: &[&str], log: &[Value], key: &str) -> Vec<u64> {
     want
 }
 
-/// What a record says about the message, without when it was taken.
-fn timeless(r: &Value) -> Value {
-    let mut r = r.clone();
-    if let Value::Object(map) = &mut r {
-        map.remove("seq");
-        map.remove("t_ms");
-    }
-    r
-}
-
 /// One run with `seed`: room #1 carries a fixed script both ways while 8 other rooms carry
 /// random traffic at the same time; returns room #1's log without times, after checking it
 /// against what room #1's clients saw.

@@ -4,7 +4,7 @@
 //! on and off; `?faults=<preset>` acts on one client's messages only.
 mod common;
 use common::admin::*;
-use common::faults::*;
+use common::fault_checks::*;
 use common::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};

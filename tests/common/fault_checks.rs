@@ -116,3 +116,47 @@ pub async fn until_held(s: &TestServer, n: u64) {
     }
     panic!("held stayed {last}, not {n}");
 }
+
+/// `GET /faults/log` as it was sent: JSON lines.
+pub async fn fault_log_text(s: &TestServer) -> String {
+    let reply = get(admin(s), "/faults/log").await.expect(200);
+    assert_eq!(reply.header("content-type"), Some("application/x-ndjson"));
+    reply.body
+}
+
+/// The metric against the log: per (rule, action), as many as the log has records.
+pub async fn metric_matches_log(s: &TestServer, log: &[Value]) {
+    let mut counts = std::collections::BTreeMap::new();
+    for r in log {
+        let key = (
+            r["rule"].as_str().unwrap_or("").to_owned(),
+            r["action"].as_str().unwrap_or("").to_owned(),
+        );
+        *counts.entry(key).or_insert(0u64) += 1;
+    }
+    for ((rule, action), n) in counts {
+        assert_eq!(
+            injected_metric(s, &rule, &action).await,
+            n,
+            "{rule} {action}"
+        );
+    }
+}
+
+/// A log record without what differs from run to run (`seq`, `t_ms`).
+pub fn timeless(record: &Value) -> Value {
+    let mut r = record.clone();
+    if let Value::Object(map) = &mut r {
+        map.remove("seq");
+        map.remove("t_ms");
+    }
+    r
+}
+
+/// docs/faults.md's digest: FNV-1a 64 of the text, 16 lowercase hex digits.
+pub fn digest(text: &str) -> String {
+    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}

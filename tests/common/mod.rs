@@ -2,8 +2,6 @@
 #![allow(dead_code)]
 pub mod admin;
 pub mod fault_checks;
-pub mod fault_rules;
-pub mod faults;
 use async_net::TcpStream;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
