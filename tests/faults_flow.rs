@@ -261,3 +261,76 @@ fn a_rule_set_and_removed_mid_stream_acts_on_exactly_the_messages_between() {
         s.assert_clean().await;
     });
 }
+
+/// docs/faults.md, "Rule format" (`window`): a rule acts from `start_ms` after it was set, for
+/// `duration_ms`: on one unbroken run of a paced stream, whose records span less than the window,
+/// and on nothing sent once the window is over.
+#[test]
+fn a_window_acts_on_the_messages_inside_it_only() {
+    run(async {
+        let s = server();
+        let ((mut a, mut b), (mut c, mut d)) = two_pairs(&s).await;
+        const N: u64 = 150;
+        let t0 = std::time::Instant::now();
+        let (sent_tx, sent_rx) = async_channel::unbounded::<(u64, Duration)>();
+        add_rule(
+            &s,
+            json!({"name": "window", "action": "drop", "match": {"room": "#1"},
+                   "window": {"start_ms": 300, "duration_ms": 400}}),
+        )
+        .await;
+        let set = t0.elapsed();
+        let send = async {
+            for i in 1..=N {
+                a.send(&format!(r#"{{"type":"candidate","n":{i}}}"#)).await;
+                sent_tx.send((i, t0.elapsed())).await.expect("sent");
+                async_io::Timer::after(Duration::from_millis(10)).await;
+            }
+            a.send(r#"{"type":"done"}"#).await;
+        };
+        let receive = async {
+            let mut got = Vec::new();
+            loop {
+                let m = b.recv_json().await;
+                if m["type"] == "done" {
+                    return got;
+                }
+                got.push(m["n"].as_u64().expect("numbered"));
+            }
+        };
+        let ((), got) = futures_lite::future::zip(send, receive).await;
+        let sent_at: Vec<(u64, Duration)> =
+            std::iter::from_fn(|| sent_rx.try_recv().ok()).collect();
+        let dropped: Vec<u64> = (1..=N).filter(|n| !got.contains(n)).collect();
+        let (Some(&first), Some(&last)) = (dropped.first(), dropped.last()) else {
+            panic!("nothing dropped in the window")
+        };
+        assert_eq!(
+            dropped,
+            (first..=last).collect::<Vec<_>>(),
+            "one unbroken run"
+        );
+        // Sent once the window was over (it closes 700 ms after the rule was set, at the latest
+        // when the POST answered): never dropped.
+        for (n, at) in &sent_at {
+            if *at > set + Duration::from_millis(700) {
+                assert!(got.contains(n), "{n} sent at {at:?} (rule set by {set:?})");
+            }
+        }
+        let log = fault_log(&s).await;
+        assert_eq!(log.len(), dropped.len());
+        let times: Vec<u64> = log.iter().filter_map(|r| r["t_ms"].as_u64()).collect();
+        let span = times.iter().max().unwrap_or(&0) - times.iter().min().unwrap_or(&0);
+        assert!(span < 400, "the records span {span} ms of a 400 ms window");
+        eprintln!("window: dropped {first}..={last}, records over {span} ms");
+        assert_eq!(
+            injected_metric(&s, "window", "drop").await,
+            dropped.len() as u64
+        );
+        control_sees_nothing(&mut c, &mut d).await;
+        for client in [a, b, c, d] {
+            client.close().await;
+        }
+        s.assert_clean().await;
+    });
+}
