@@ -54,6 +54,9 @@ pub struct Config {
     /// Required as `Authorization: Bearer <token>` when set; a non-loopback `admin_bind`
     /// without one is refused.
     pub admin_token: Option<crate::admin::AdminToken>,
+    /// `--heartbeat-secs`: a ping this often, and a connection silent for 3 times it ended;
+    /// `None` (or zero): off.
+    pub heartbeat: Option<Duration>,
     /// WebSockets one client address may hold at once; `None`: no limit.
     pub max_connections_per_ip: Option<u32>,
     /// The pages (by `Origin`) that may open a WebSocket: any by default, as the original.
@@ -99,6 +102,7 @@ impl Default for Config {
             admin_token: None,
             allowed_origins: Default::default(),
             max_connections_per_ip: None,
+            heartbeat: Some(Duration::from_secs(20)),
             trusted_proxies: Default::default(),
             chaos: None,
             chaos_seed: None,

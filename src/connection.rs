@@ -33,6 +33,7 @@ use std::time::Duration;
 use supervisors::StopReason;
 
 mod faulted;
+mod heartbeat;
 
 type Ws = WebSocketStream<Stream>;
 
@@ -86,7 +87,8 @@ impl BookSession {
             client,
         } = self;
         let id = inbox.owner().id();
-        run(ws, handler, inbox, move |end, _| {
+        let heartbeat = shared.config.heartbeat;
+        run(ws, handler, inbox, heartbeat, move |end, _| {
             log_end(id, &client, end);
             shared.bad_input(end);
         })
@@ -111,7 +113,8 @@ impl NamedSession {
             client,
         } = self;
         let id = inbox.owner().id();
-        run(ws, handler, inbox, move |end, handler| {
+        let heartbeat = shared.config.heartbeat;
+        run(ws, handler, inbox, heartbeat, move |end, handler| {
             ended_named(&shared, id, &client, handler.auth(), end);
         })
     }
@@ -609,6 +612,7 @@ fn is_bad_input(code: CloseCode) -> bool {
 enum Input {
     Info(Option<Delivered>),
     Frame(Option<Result<Message, WsError>>),
+    Beat(heartbeat::Beat),
 }
 
 /// A WebSocket's life: the loop, then `finish` with how it ended. Everything the connection
@@ -617,9 +621,11 @@ async fn run<H: Handler>(
     mut ws: Ws,
     mut handler: H,
     mut inbox: Inbox,
+    heartbeat: Option<Duration>,
     finish: impl FnOnce(&End, &H),
 ) {
-    let end = AssertUnwindSafe(run_loop(&mut ws, &mut handler, &mut inbox))
+    let beat = heartbeat::Heartbeat::new(heartbeat);
+    let end = AssertUnwindSafe(run_loop(&mut ws, &mut handler, &mut inbox, beat))
         .catch_unwind()
         .await;
     match end {
@@ -636,7 +642,12 @@ async fn run<H: Handler>(
     }
 }
 
-async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox) -> End {
+async fn run_loop(
+    ws: &mut Ws,
+    handler: &mut impl Handler,
+    inbox: &mut Inbox,
+    mut beat: Option<heartbeat::Heartbeat>,
+) -> End {
     // Alternate which side is polled first so that neither a busy socket nor a busy mailbox
     // starves the other.
     let mut inbox_first = false;
@@ -661,10 +672,24 @@ async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox) ->
                     return Poll::Ready(i);
                 }
             }
-            Poll::Pending
+            match beat.as_mut().map(|b| b.poll_beat(cx)) {
+                Some(Poll::Ready(b)) => Poll::Ready(Input::Beat(b)),
+                _ => Poll::Pending,
+            }
         })
         .await;
+        if let (Some(beat), Input::Frame(Some(Ok(_)))) = (beat.as_mut(), &input) {
+            beat.heard();
+        }
         let command = match input {
+            Input::Beat(heartbeat::Beat::Ping) => {
+                Some(Command::Send(Message::Ping(Vec::new().into())))
+            }
+            Input::Beat(heartbeat::Beat::Dead(silent)) => {
+                let why = format!("no frame or pong for {} s", silent.as_secs());
+                close(ws, CloseCode::Away, "heartbeat timeout").await;
+                return End::Server(CloseCode::Away, why);
+            }
             Input::Info(None) => return End::Closed,
             Input::Info(Some(Delivered::Control(control))) => {
                 return obey(ws, inbox, control, Stuck::No).await

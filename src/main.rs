@@ -75,6 +75,10 @@ struct Cli {
     /// client].
     #[arg(long, value_name = "CIDR,...")]
     trusted_proxies: Option<rtcserver::trusted_proxies::TrustedProxies>,
+    /// Ping every WebSocket this often, and end one from which nothing (a frame or a pong) has
+    /// come for 3 times as long, as a departure; 0: off.
+    #[arg(long, value_name = "SECS", default_value_t = 20)]
+    heartbeat_secs: u64,
     /// WebSockets one client address may hold at once (behind --trusted-proxies, the forwarded
     /// address); one more gets HTTP 429 before the upgrade [default: no limit].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -172,6 +176,7 @@ fn main() -> ExitCode {
     config.tls_port = cli.tls_port;
     config.tls_only = cli.tls_only;
     config.max_connections_per_ip = cli.max_connections_per_ip;
+    config.heartbeat = Some(Duration::from_secs(cli.heartbeat_secs)).filter(|d| !d.is_zero());
     if let Some(origins) = cli.allowed_origins.or(env.allowed_origins) {
         config.allowed_origins = origins;
     }
