@@ -5,7 +5,7 @@
 use crate::deadline::{self, Deadline};
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Silences this many intervals long end the connection.
@@ -15,6 +15,11 @@ pub(super) struct Heartbeat {
     every: Duration,
     last_heard: Instant,
     next: Deadline,
+    /// When `next` is due.
+    due: Instant,
+    /// The waker `next` holds: the connection's loop polls the heartbeat with every frame and
+    /// message, and the deadline's table is behind a lock every connection shares.
+    registered: Option<Waker>,
 }
 
 /// What a tick asks for.
@@ -28,10 +33,13 @@ impl Heartbeat {
     /// `None` (or zero): no heartbeat.
     pub fn new(every: Option<Duration>) -> Option<Self> {
         let every = every.filter(|d| !d.is_zero())?;
+        let now = Instant::now();
         Some(Heartbeat {
             every,
-            last_heard: Instant::now(),
+            last_heard: now,
+            due: now + every,
             next: deadline::after(every),
+            registered: None,
         })
     }
 
@@ -41,13 +49,25 @@ impl Heartbeat {
     }
 
     pub fn poll_beat(&mut self, cx: &mut Context<'_>) -> Poll<Beat> {
-        if Pin::new(&mut self.next).poll(cx).is_pending() {
+        let armed = self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if armed && Instant::now() < self.due {
             return Poll::Pending;
         }
+        if Pin::new(&mut self.next).poll(cx).is_pending() {
+            self.registered = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        self.registered = None;
         let silent = self.last_heard.elapsed();
         if silent >= self.every * MISSED {
             return Poll::Ready(Beat::Dead(silent));
         }
+        // `due` first: the deadline's own instant is then never earlier, so that a wake-up
+        // from it always finds `due` passed and polls it.
+        self.due = Instant::now() + self.every;
         self.next = deadline::after(self.every);
         Poll::Ready(Beat::Ping)
     }
