@@ -928,7 +928,7 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// client still writing a message we refused (1009) would then get the reset on its write and
 /// never read our close frame.
 async fn drain(stream: &mut Stream) {
-    let _ = futures_lite::AsyncWriteExt::close(stream).await;
+    stream.shutdown_write().await;
     let mut sink = [0u8; 16 * 1024];
     while let Ok(1..) = futures_lite::AsyncReadExt::read(stream, &mut sink).await {}
 }

@@ -63,6 +63,13 @@ impl Socket {
         let _ = tcp.shutdown(std::net::Shutdown::Both);
     }
 
+    /// Sends a FIN: the client reads the end of the stream, and may still write (async-io's
+    /// `poll_close` only flushes).
+    pub fn shutdown_write(&self) {
+        // Fails only on a socket that is already gone, which is what we want.
+        let _ = self.io.get_ref().shutdown(std::net::Shutdown::Write);
+    }
+
     /// Makes the socket's close a reset (SO_LINGER 0), and nothing else: with no shutdown, no
     /// FIN goes first, so the client sees only the RST (a fault rule's `reset`).
     pub fn reset_on_close(&self) {

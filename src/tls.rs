@@ -93,6 +93,17 @@ impl Stream {
             Stream::Tls(s) => s.get_ref().0.reset_on_close(),
         }
     }
+
+    /// Stops sending: TLS's close_notify first, then a FIN (see [`Socket::shutdown_write`]).
+    pub async fn shutdown_write(&mut self) {
+        if let Stream::Tls(tls) = self {
+            let _ = futures_lite::AsyncWriteExt::close(tls.as_mut()).await;
+        }
+        match self {
+            Stream::Plain(s) => s.shutdown_write(),
+            Stream::Tls(s) => s.get_ref().0.shutdown_write(),
+        }
+    }
 }
 
 impl AsyncRead for Stream {

@@ -98,16 +98,7 @@ async fn candidates_through(from: &mut Client, to: &mut Client, n: usize) -> Vec
         }
         from.send(r#"{"type":"done"}"#).await;
     };
-    let receive = async {
-        let mut got = Vec::new();
-        loop {
-            let m = to.recv_json().await;
-            if m["type"] == "done" {
-                return got;
-            }
-            got.push(m["n"].as_u64().expect("numbered"));
-        }
-    };
+    let receive = numbered_until_done(to, |_| {});
     futures_lite::future::zip(send, receive).await.1
 }
 
@@ -431,12 +422,7 @@ fn jitter_stays_in_bounds_and_repeats_with_the_seed() {
 fn an_upstream_rule_decides_once_for_all_receivers() {
     run(async {
         let s = server_with(|c| c.default_max_peers = 3);
-        let mut p1 = RoomPeer::join(&s, "trio").await;
-        let mut p2 = RoomPeer::join(&s, "trio").await;
-        p1.expect_event("joined").await;
-        let mut p3 = RoomPeer::join(&s, "trio").await;
-        p1.expect_event("joined").await;
-        p2.expect_event("joined").await;
+        let (mut p1, mut p2, mut p3) = trio(&s, "trio").await;
         add_rule(
             &s,
             json!({"name": "up", "action": "drop", "match": {"from": "#1", "direction": "upstream",

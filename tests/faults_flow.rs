@@ -34,16 +34,7 @@ async fn one_way(from: &mut Client, to: &mut Client, kinds: &[&str]) -> Vec<u64>
         }
         from.send(r#"{"type":"done"}"#).await;
     };
-    let receive = async {
-        let mut got = Vec::new();
-        loop {
-            let m = to.recv_json().await;
-            if m["type"] == "done" {
-                return got;
-            }
-            got.push(m["n"].as_u64().expect("numbered"));
-        }
-    };
+    let receive = numbered_until_done(to, |_| {});
     futures_lite::future::zip(send, receive).await.1
 }
 
@@ -191,18 +182,7 @@ fn a_rule_set_and_removed_mid_stream_acts_on_exactly_the_messages_between() {
             }
             a.send(r#"{"type":"done"}"#).await;
         };
-        let receive = async {
-            let mut got = Vec::new();
-            loop {
-                let m = b.recv_json().await;
-                if m["type"] == "done" {
-                    return got;
-                }
-                let n = m["n"].as_u64().expect("numbered");
-                received.set(n);
-                got.push(n);
-            }
-        };
+        let receive = numbered_until_done(&mut b, |n| received.set(n));
         let control = async {
             assert_eq!(marks_rx.recv().await, Ok(300));
             let before_add = received.get();
@@ -288,16 +268,7 @@ fn a_window_acts_on_the_messages_inside_it_only() {
             }
             a.send(r#"{"type":"done"}"#).await;
         };
-        let receive = async {
-            let mut got = Vec::new();
-            loop {
-                let m = b.recv_json().await;
-                if m["type"] == "done" {
-                    return got;
-                }
-                got.push(m["n"].as_u64().expect("numbered"));
-            }
-        };
+        let receive = numbered_until_done(&mut b, |_| {});
         let ((), got) = futures_lite::future::zip(send, receive).await;
         let sent_at: Vec<(u64, Duration)> =
             std::iter::from_fn(|| sent_rx.try_recv().ok()).collect();

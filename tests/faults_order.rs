@@ -121,16 +121,7 @@ async fn bursty_run(seed: u64) -> (Vec<Value>, Vec<u64>) {
         }
         a.send(r#"{"type":"done"}"#).await;
     };
-    let receive = async {
-        let mut got = Vec::new();
-        loop {
-            let m = b.recv_json().await;
-            if m["type"] == "done" {
-                return got;
-            }
-            got.push(m["n"].as_u64().expect("numbered"));
-        }
-    };
+    let receive = numbered_until_done(&mut b, |_| {});
     let got = futures_lite::future::zip(send, receive).await.1;
     let log = fault_log(&s).await;
     let dropped: Vec<u64> = log
@@ -723,12 +714,7 @@ fn random_reorders_follow_the_rule_and_repeat_with_the_seed() {
 fn an_upstream_hold_on_the_rooms_endpoint_waits_per_receiver() {
     run(async {
         let s = server_with(|c| c.default_max_peers = 3);
-        let mut p1 = RoomPeer::join(&s, "trio").await;
-        let mut p2 = RoomPeer::join(&s, "trio").await;
-        p1.expect_event("joined").await;
-        let mut p3 = RoomPeer::join(&s, "trio").await;
-        p1.expect_event("joined").await;
-        p2.expect_event("joined").await;
+        let (mut p1, mut p2, mut p3) = trio(&s, "trio").await;
         let (mut c, mut d, _) = pair(&s).await;
         add_rule(
             &s,

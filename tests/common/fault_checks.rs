@@ -160,3 +160,32 @@ pub fn digest(text: &str) -> String {
     });
     format!("{h:016x}")
 }
+
+/// Reads `{"n": N}` messages until `{"type": "done"}`; their numbers, in arrival order.
+/// `each` sees every number as it comes.
+pub async fn numbered_until_done(to: &mut Client, mut each: impl FnMut(u64)) -> Vec<u64> {
+    let mut got = Vec::new();
+    loop {
+        let m = to.recv_json().await;
+        if m["type"] == "done" {
+            return got;
+        }
+        let n = m["n"].as_u64().expect("numbered");
+        each(n);
+        got.push(n);
+    }
+}
+
+/// Three peers in the named room `name` (at most 3 members), each told of the others.
+pub async fn trio(
+    s: &TestServer,
+    name: &str,
+) -> (super::RoomPeer, super::RoomPeer, super::RoomPeer) {
+    let mut p1 = super::RoomPeer::join(s, name).await;
+    let mut p2 = super::RoomPeer::join(s, name).await;
+    p1.expect_event("joined").await;
+    let p3 = super::RoomPeer::join(s, name).await;
+    p1.expect_event("joined").await;
+    p2.expect_event("joined").await;
+    (p1, p2, p3)
+}
