@@ -257,3 +257,28 @@ fn a_client_still_sending_a_huge_frame_reads_its_1009() {
         s.assert_clean().await;
     });
 }
+
+/// docs/close-codes.md: after the server's close and the client's answer, the server ends the
+/// TCP connection at once (a FIN), as RFC 6455 §7.1.1 asks: a client that waits for it is not
+/// held for the 1 s the server would wait for a client that never answers.
+#[test]
+fn a_client_that_answers_the_close_sees_the_end_at_once() {
+    run(async {
+        use futures_lite::StreamExt;
+        let s = server();
+        for _ in 0..5 {
+            let mut c = s.client().await;
+            c.send("not json").await;
+            let since = std::time::Instant::now();
+            assert_eq!(c.expect_close().await, CloseCode::Invalid);
+            // Reading on sends the library's answer to the close, then sees the end.
+            while let Some(Ok(_)) = within(WAIT, "the end", c.ws.next()).await {}
+            let took = since.elapsed();
+            assert!(
+                took < std::time::Duration::from_millis(700),
+                "the end came {took:?} after the close (the linger is 1 s)"
+            );
+        }
+        s.assert_clean().await;
+    });
+}
