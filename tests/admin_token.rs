@@ -54,17 +54,8 @@ fn the_token_comes_from_a_file() {
 
 #[test]
 fn the_token_comes_from_the_environment() {
-    let mut binary = Binary::start_with_env(
-        &[
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--admin-bind",
-            "127.0.0.1:0",
-        ],
-        &[("RTCSERVER_ADMIN_TOKEN", "fr0m-the-env")],
-    );
+    let mut binary =
+        Binary::on_loopback_with_env(&[], &[("RTCSERVER_ADMIN_TOKEN", "fr0m-the-env")]);
     wants(&mut binary, "fr0m-the-env");
 }
 
@@ -100,16 +91,7 @@ fn a_token_given_twice_or_unreadable_stops_the_start() {
         ),
     ];
     for (args, env, says) in cases {
-        let mut all = vec![
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--admin-bind",
-            "127.0.0.1:0",
-        ];
-        all.extend_from_slice(args);
-        let mut binary = Binary::start_with_env(&all, env);
+        let mut binary = Binary::on_loopback_with_env(args, env);
         let (code, log) = binary.exit_code(Duration::from_secs(10));
         assert_eq!(code, Some(1), "{args:?}: {log:?}");
         assert!(log.iter().any(|l| l.contains(says)), "{args:?}: {log:?}");

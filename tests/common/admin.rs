@@ -238,6 +238,11 @@ impl Binary {
 
     /// The binary on loopback: an ephemeral port and an ephemeral admin port, then `extra`.
     pub fn on_loopback(extra: &[&str]) -> Binary {
+        Binary::on_loopback_with_env(extra, &[])
+    }
+
+    /// [`Binary::on_loopback`] with these environment variables set.
+    pub fn on_loopback_with_env(extra: &[&str], env: &[(&str, &str)]) -> Binary {
         let mut args = vec![
             "--bind",
             "127.0.0.1",
@@ -247,7 +252,7 @@ impl Binary {
             "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
-        Binary::start(&args)
+        Binary::start_with_env(&args, env)
     }
 
     pub fn pid(&self) -> u32 {
