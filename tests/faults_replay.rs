@@ -80,10 +80,7 @@ async fn run_once(seed: u64, replay: Option<&str>, extra: Option<usize>) -> (See
     }
     let seen = traffic(&mut a, &mut b, extra).await;
     let text = fault_log_text(&s).await;
-    let log: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
-        .collect();
+    let log: Vec<Value> = log_records(&text);
     for r in log.iter().filter(|r| r["rule"] == "jitter") {
         let block = r["index"].as_u64().expect("index") as usize - 1;
         let drawn = Duration::from_millis(r["params"]["delay_ms"].as_u64().expect("delay_ms"));
@@ -103,9 +100,7 @@ async fn run_once(seed: u64, replay: Option<&str>, extra: Option<usize>) -> (See
 }
 
 fn timeless_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|l| timeless(&serde_json::from_str(l).expect("JSON")))
-        .collect()
+    log_records(text).iter().map(timeless).collect()
 }
 
 /// docs/faults.md, "Replay": a randomized run (drops at p = 0.3, delays with jitter) recorded
@@ -176,10 +171,7 @@ fn a_replay_reproduces_a_recorded_run_on_another_seed() {
 fn a_replay_reports_what_it_applied_and_ends_on_delete() {
     run(async {
         let (_, log) = run_once(5, None, None).await;
-        let records: Vec<Value> = log
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("JSON"))
-            .collect();
+        let records: Vec<Value> = log_records(&log);
         let s = server_with(|c| c.fault_seed = Some(6));
         let ((mut a, mut b), (c, d)) = two_pairs(&s).await;
         let at = admin(&s);
@@ -209,13 +201,7 @@ fn a_replay_reports_what_it_applied_and_ends_on_delete() {
         );
         // The observer page's view of the log: its tail.
         let all = fault_log(&s).await;
-        let tail: Vec<Value> = get(at, "/faults/log?tail=2")
-            .await
-            .expect(200)
-            .body
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("JSON"))
-            .collect();
+        let tail = log_records(&get(at, "/faults/log?tail=2").await.expect(200).body);
         assert_eq!(tail, all[all.len() - 2..]);
         let refused = get(at, "/faults/log?tail=x").await.expect(400).json();
         assert_eq!(refused["field"], "tail");
@@ -283,10 +269,7 @@ fn a_replay_reports_what_it_applied_and_ends_on_delete() {
 fn one_extra_message_gives_a_divergence_at_its_index() {
     run(async {
         let (_, log) = run_once(5, None, None).await;
-        let records: Vec<Value> = log
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("JSON"))
-            .collect();
+        let records: Vec<Value> = log_records(&log);
         // The third drop: some records are applied before it, some are left after.
         let target = records
             .iter()

@@ -18,10 +18,12 @@ pub async fn add_rule(s: &TestServer, rule: Value) {
 
 /// `GET /faults/log`, one JSON object per line.
 pub async fn fault_log(s: &TestServer) -> Vec<Value> {
-    let reply = get(admin(s), "/faults/log").await.expect(200);
-    reply
-        .body
-        .lines()
+    log_records(&get(admin(s), "/faults/log").await.expect(200).body)
+}
+
+/// The records of a fault log's text (JSON lines).
+pub fn log_records(text: &str) -> Vec<Value> {
+    text.lines()
         .map(|l| serde_json::from_str(l).expect("a log line is JSON"))
         .collect()
 }
