@@ -47,6 +47,10 @@ pub struct AppEnv {
     /// `{allowed_origins, ["https://a.example"]}` (or one string, comma-separated, or `'*'`):
     /// as `--allowed-origins`.
     pub allowed_origins: Option<crate::origins::AllowedOrigins>,
+    /// `{cluster, "redis://127.0.0.1:6379"}`: as `--cluster`.
+    pub cluster: Option<String>,
+    /// `{node_id, "a"}`: as `--node-id`.
+    pub node_id: Option<crate::cluster::NodeId>,
     /// Non-fatal findings (unknown keys, duplicates, ...) for the caller to log.
     pub warnings: Vec<String>,
 }
@@ -301,6 +305,18 @@ fn apply_env(env: &mut AppEnv, value: &Term) -> Result<(), AppEnvError> {
             }
             "log_level" => env.log_level = Some(log_level(v)?),
             "allowed_origins" => env.allowed_origins = Some(allowed_origins(v)?),
+            "cluster" => {
+                const EXPECTED: &str = "a Redis URL as a string (\"redis://HOST:PORT[/DB]\")";
+                let url = text(v).ok_or_else(|| bad("cluster", EXPECTED, v))?;
+                let url =
+                    crate::cluster::parse_url(&url).map_err(|_| bad("cluster", EXPECTED, v))?;
+                env.cluster = Some(url);
+            }
+            "node_id" => {
+                const EXPECTED: &str = "1 to 64 of A-Z a-z 0-9 . _ - as a string";
+                let id = text(v).and_then(|t| t.parse().ok());
+                env.node_id = Some(id.ok_or_else(|| bad("node_id", EXPECTED, v))?);
+            }
             other => env
                 .warnings
                 .push(format!("unknown key '{other}' in {APP} env, ignored")),

@@ -71,6 +71,9 @@ pub struct Config {
     pub fault_seed: Option<u64>,
     /// Fault rules in force from the start (`--faults FILE`).
     pub faults: Vec<crate::faults::rule::Rule>,
+    /// `--cluster`: the node shares its rooms with the other nodes of this Redis (docs/cluster.md);
+    /// `None`: a single node, needing nothing else.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// `?faults=<preset>` on a WebSocket URL sets that preset for that client
     /// (`--client-faults`); refused with 400 without it.
     pub client_faults: bool,
@@ -109,6 +112,7 @@ impl Default for Config {
             fault_seed: None,
             faults: Vec::new(),
             client_faults: false,
+            cluster: None,
         }
     }
 }

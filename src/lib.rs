@@ -28,6 +28,7 @@ pub mod auth;
 pub mod book_protocol;
 pub mod channel;
 pub mod chaos;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod deadline;

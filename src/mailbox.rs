@@ -127,6 +127,9 @@ struct Shared {
     queued_bytes: AtomicUsize,
     limit_bytes: usize,
     counters: Arc<RelayCounters>,
+    /// Set for a member held by another node (docs/cluster.md): what is sent to it is
+    /// published to its room's channel instead of queued here.
+    remote: Option<Arc<crate::cluster::proxy::Remote>>,
 }
 
 /// A mailbox's queue. Closed by the receiver's drop; nothing is queued after that.
@@ -303,6 +306,7 @@ impl Mailbox {
             queued_bytes: AtomicUsize::new(0),
             limit_bytes,
             counters,
+            remote: None,
         }));
         let rx = Receiver {
             shared: Arc::clone(&peer.0),
@@ -312,9 +316,46 @@ impl Mailbox {
     }
 }
 
+impl Mailbox {
+    /// A member held by another node: no queue, no socket; what is sent to it is published
+    /// through `remote` (see [`crate::cluster::proxy`]).
+    pub fn proxy(id: PeerId, remote: Arc<crate::cluster::proxy::Remote>) -> PeerRef {
+        let peer = PeerRef(Arc::new(Shared {
+            id,
+            queue: Queue::new(),
+            alive: AtomicBool::new(true),
+            control: AtomicU8::new(0),
+            controlled: Event::new(),
+            queued_bytes: AtomicUsize::new(0),
+            limit_bytes: 0,
+            counters: Arc::default(),
+            remote: Some(remote),
+        }));
+        peer.0.queue.close();
+        peer
+    }
+}
+
 impl PeerRef {
     pub fn id(&self) -> PeerId {
         self.0.id
+    }
+
+    /// Whether this is a member held by another node of the cluster.
+    pub fn is_proxy(&self) -> bool {
+        self.0.remote.is_some()
+    }
+
+    /// A proxy's forwarding, or `None` for a local peer.
+    fn forwarded(&self, kind: crate::cluster::wire::Kind, text: &str) -> Option<Delivery> {
+        let remote = self.0.remote.as_ref()?;
+        Some(
+            if self.is_alive() && remote.forward(self.0.id, kind, text) {
+                Delivery::Queued
+            } else {
+                Delivery::Dropped
+            },
+        )
     }
 
     pub fn is_alive(&self) -> bool {
@@ -329,6 +370,9 @@ impl PeerRef {
     /// is copied: a received frame is a slice of its connection's read buffer, which it would
     /// otherwise keep alive whole for as long as it is queued.
     pub fn relay(&self, text: &Utf8Bytes) -> Delivery {
+        if let Some(d) = self.forwarded(crate::cluster::wire::Kind::Relay, text) {
+            return d;
+        }
         self.enqueue(text.len() + SLOT_OVERHEAD, || {
             PeerMsg::Relay(Utf8Bytes::from(text.as_str().to_owned()))
         })
@@ -337,6 +381,9 @@ impl PeerRef {
     /// Queues a named-rooms message, serialised once by the sender (see
     /// [`crate::rooms_protocol::RoomMessage::to_shared_text`]) and shared by every addressee.
     pub fn deliver(&self, text: &Utf8Bytes) -> Delivery {
+        if let Some(d) = self.forwarded(crate::cluster::wire::Kind::Event, text) {
+            return d;
+        }
         self.enqueue(text.len() + SLOT_OVERHEAD, || PeerMsg::Event(text.clone()))
     }
 
@@ -348,6 +395,15 @@ impl PeerRef {
         charge: usize,
         plan: Plan,
     ) -> Delivery {
+        if self.is_proxy() {
+            // Wire faults act on a socket, which is the other node's: the message goes on
+            // as it is (docs/cluster.md).
+            return match msg() {
+                Some(PeerMsg::Relay(t)) => self.relay(&t),
+                Some(PeerMsg::Event(t)) => self.deliver(&t),
+                _ => Delivery::Dropped,
+            };
+        }
         let charge = charge + SLOT_OVERHEAD + std::mem::size_of::<Faulted>();
         self.enqueue(charge, || {
             PeerMsg::Faulted(Box::new(Faulted { msg: msg(), plan }))

@@ -88,9 +88,23 @@ struct Cli {
     /// is let through [default: * (any), as the original].
     #[arg(long, value_name = "ORIGIN,...")]
     allowed_origins: Option<rtcserver::origins::AllowedOrigins>,
+    /// GETROOM draws room numbers from 1 to this (the original's 999999); a smaller range
+    /// makes a full server, or a clash between nodes, easy to test.
+    #[arg(long, value_name = "N", default_value_t = rtcserver::book_protocol::MAX_ROOM,
+          value_parser = clap::value_parser!(u32).range(1..=rtcserver::book_protocol::MAX_ROOM as i64))]
+    max_room_number: u32,
+    /// Join a cluster of nodes sharing one set of rooms through this Redis
+    /// (redis://HOST:PORT[/DB]; docs/cluster.md) [default: a single node, no Redis].
+    #[arg(long, value_name = "URL", value_parser = rtcserver::cluster::parse_url)]
+    cluster: Option<String>,
+    /// This node's id in the cluster (1 to 64 of A-Z a-z 0-9 . _ -) [default: random, logged].
+    #[arg(long, value_name = "ID", requires = "cluster")]
+    node_id: Option<rtcserver::cluster::NodeId>,
     #[command(flatten)]
     admin: rtcserver::admin::cli::AdminArgs,
 }
+
+use rtcserver::cluster::NodeId;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -142,6 +156,7 @@ fn main() -> ExitCode {
         max_connections: cli.max_connections,
         max_restarts: cli.max_restarts,
         restart_period: Duration::from_secs(cli.restart_period_secs),
+        max_room_number: cli.max_room_number,
         ..Config::default()
     };
     if let Err(e) = cli.admin.apply(&mut config) {
@@ -182,6 +197,10 @@ fn main() -> ExitCode {
     }
     if let Some(proxies) = cli.trusted_proxies {
         config.trusted_proxies = proxies;
+    }
+    if let Some(url) = cli.cluster.or(env.cluster) {
+        let node_id = cli.node_id.or(env.node_id).unwrap_or_else(NodeId::random);
+        config.cluster = Some(rtcserver::cluster::ClusterConfig { url, node_id });
     }
     if cli.no_auto_rooms {
         config.auto_rooms = false;

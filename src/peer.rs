@@ -116,7 +116,7 @@ impl Handler for BookPeer {
         };
         match parsed {
             Err(_) => Some(Command::Close(CloseCode::Invalid, "invalid JSON")),
-            Ok(ClientMessage::GetRoom) => match self.rooms.create_book_room(&self.me) {
+            Ok(ClientMessage::GetRoom) => match self.rooms.create_book_room(&self.me).await {
                 Ok(n) => {
                     self.move_to(RoomKey::Book(n));
                     self.reply(&RoomKey::Book(n), book_protocol::getroom_reply(n))
@@ -126,6 +126,9 @@ impl Handler for BookPeer {
                 }
                 Err(CreateError::ShuttingDown) => {
                     Some(Command::Close(CloseCode::Away, "server shutting down"))
+                }
+                Err(CreateError::Unavailable) => {
+                    Some(Command::Close(CloseCode::Again, "cluster unavailable"))
                 }
             },
             Ok(ClientMessage::EnterRoom(number)) => {

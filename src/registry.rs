@@ -161,6 +161,27 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// The registration of `peer` under `key`, live or not.
+    pub fn get(&self, key: &RoomKey, peer: PeerId) -> Option<PeerRef> {
+        lock(&self.table)
+            .by_key
+            .get(key)?
+            .iter()
+            .find(|p| p.id() == peer)
+            .cloned()
+    }
+
+    /// How many live peers under `key` are this node's own (not members held by other nodes
+    /// of a cluster): a room with none has no reason to run here.
+    pub fn count_local(&self, key: &RoomKey) -> usize {
+        lock(&self.table).by_key.get(key).map_or(0, |peers| {
+            peers
+                .iter()
+                .filter(|p| p.is_alive() && !p.is_proxy())
+                .count()
+        })
+    }
+
     /// Removes `peer` from `key`; true when it was there.
     pub fn unreg(&self, key: &RoomKey, peer: PeerId) -> bool {
         let mut t = lock(&self.table);

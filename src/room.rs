@@ -7,12 +7,13 @@
 //! through the registry, as `reply2peer`) never stops. When `rooms_sup` itself restarts, its next
 //! instance takes over every room's mailbox the same way: what was queued is served, in order.
 use crate::announced::Announced;
+use crate::cluster::{Claim, Cluster, Rule};
 use crate::events::{Event, Events};
 use crate::faults::{Faults, Outgoing, Sender, Via};
 use crate::hooks::{AuthData, Refusal, RoomContext, RoomHooks};
 use crate::mailbox::PeerRef;
 use crate::registry::{PeerId, Registry, RoomKey};
-use crate::rooms_protocol::RoomMessage;
+use crate::rooms_protocol::{description, RoomMessage};
 use crate::rooms_sup::Rooms;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -57,6 +58,18 @@ pub enum NamedRefusal {
     Stopping,
 }
 
+/// How a claim on a place in the room ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claimed {
+    In,
+    /// The room's rule said no (cluster-wide).
+    Refused,
+    /// The peer died while it was being let in.
+    Gone,
+    /// The cluster's engine could not be asked.
+    Unavailable,
+}
+
 /// What kind of room a process serves.
 #[derive(Clone)]
 pub(crate) enum RoomKind {
@@ -86,6 +99,8 @@ pub(crate) struct Room {
     pub rooms: Arc<Rooms>,
     /// The room's own messages (`joined`, `left`) pass the fault rules too.
     pub faults: Faults,
+    /// Decides membership across nodes (on a single node: this room's own count).
+    pub cluster: Arc<dyn Cluster>,
 }
 
 impl Room {
@@ -112,15 +127,22 @@ impl Room {
             match msg {
                 RoomMsg::Join { peer, reply } => {
                     let result = match self.kind {
-                        RoomKind::Book => self.join(&peer),
+                        RoomKind::Book => self.join(&peer).await,
                         RoomKind::Named(_) => Err(JoinRefused::NotJoinable),
                     };
+                    let refused = result.is_err();
                     let _ = reply.try_send(result);
+                    // Started here for a room of another node (a cluster), and refused.
+                    if refused && self.registry.count_local(&self.key) == 0 {
+                        self.stop();
+                        return;
+                    }
                 }
                 RoomMsg::JoinNamed { peer, auth, reply } => {
                     let (result, configured) = match &self.kind {
                         RoomKind::Named(named) => (
                             self.join_named(named, &peer, &auth, &mut announced)
+                                .await
                                 .map_err(NamedRefusal::Hooks),
                             named.context.configured,
                         ),
@@ -132,12 +154,13 @@ impl Room {
                     let refused = result.is_err();
                     let _ = reply.try_send(result);
                     // A room started on demand for a peer it then refused would stay empty.
-                    if refused && !configured && self.registry.count(&self.key) == 0 {
+                    if refused && !configured && self.registry.count_local(&self.key) == 0 {
                         self.stop();
                         return;
                     }
                 }
                 RoomMsg::Leave { peer } => {
+                    self.cluster.leave(&self.key, peer);
                     let configured = match &self.kind {
                         RoomKind::Named(named) => {
                             if announced.leave(peer) {
@@ -147,7 +170,7 @@ impl Room {
                         }
                         RoomKind::Book => false,
                     };
-                    if !configured && self.registry.count(&self.key) == 0 {
+                    if !configured && self.registry.count_local(&self.key) == 0 {
                         self.stop();
                         return;
                     }
@@ -173,17 +196,42 @@ impl Room {
         }
     }
 
-    fn join(&self, peer: &PeerRef) -> Result<(), JoinRefused> {
+    async fn join(&self, peer: &PeerRef) -> Result<(), JoinRefused> {
         let members = self.registry.lookup(&self.key);
-        match members.as_slice() {
-            [only] if only.id() != peer.id() && self.registry.reg(&self.key, peer) => {
-                self.events.publish(Event::Joined {
-                    room: self.key.clone(),
-                    peer: peer.id(),
-                });
-                Ok(())
+        if members.iter().any(|m| m.id() == peer.id()) {
+            return Err(JoinRefused::NotJoinable);
+        }
+        if self.claim(peer, Rule::Book, members.len()).await != Claimed::In {
+            return Err(JoinRefused::NotJoinable);
+        }
+        self.events.publish(Event::Joined {
+            room: self.key.clone(),
+            peer: peer.id(),
+        });
+        Ok(())
+    }
+
+    /// Asks the cluster to let `peer` in under `rule` (`local`: the members this node holds
+    /// there), then registers it.
+    async fn claim(&self, peer: &PeerRef, rule: Rule, local: usize) -> Claimed {
+        if let Err(e) = self.cluster.watch(&self.key).await {
+            log::warn!("room {}: peer {} refused: {e}", self.key, peer.id());
+            return Claimed::Unavailable;
+        }
+        match self.cluster.claim(&self.key, peer.id(), rule, local).await {
+            Ok(Claim::Admitted { .. }) => {
+                if self.registry.reg(&self.key, peer) {
+                    return Claimed::In;
+                }
+                // Gone meanwhile: the other nodes must not keep it.
+                self.cluster.leave(&self.key, peer.id());
+                Claimed::Gone
             }
-            _ => Err(JoinRefused::NotJoinable),
+            Ok(Claim::Refused) => Claimed::Refused,
+            Err(e) => {
+                log::warn!("room {}: peer {} refused: {e}", self.key, peer.id());
+                Claimed::Unavailable
+            }
         }
     }
 
@@ -193,7 +241,7 @@ impl Room {
             RoomKind::Named(named) => named.context.configured,
             RoomKind::Book => false,
         };
-        !configured && self.registry.count(&self.key) == 0
+        !configured && self.registry.count_local(&self.key) == 0
     }
 
     fn members(&self) -> Vec<PeerId> {
@@ -207,7 +255,7 @@ impl Room {
     /// The room's hooks decide; the newcomer's `joined` reaches the others before anything the
     /// newcomer can send, and the members it is told of are exactly those that were told of it.
     /// Members that died first get their `left` (and leave the hooks' count) before that.
-    fn join_named(
+    async fn join_named(
         &self,
         named: &NamedRoom,
         peer: &PeerRef,
@@ -220,8 +268,13 @@ impl Room {
         let members = self.members();
         self.retire_dead(named, announced, &members);
         named.hooks.on_join(&named.context, &members, auth)?;
-        if !self.registry.reg(&self.key, peer) {
-            return Err(Refusal::new("peer_gone"));
+        // Across nodes the hooks' count may be behind: the cluster's own check is atomic.
+        let rule = Rule::Capacity(named.context.max_peers.max(members.len() + 1));
+        match self.claim(peer, rule, members.len()).await {
+            Claimed::In => {}
+            Claimed::Refused => return Err(Refusal::new(description::ROOM_IS_FULL)),
+            Claimed::Gone => return Err(Refusal::new("peer_gone")),
+            Claimed::Unavailable => return Err(Refusal::new(description::ROOM_UNAVAILABLE)),
         }
         announced.joined(peer.id());
         let joined = RoomMessage::joined(peer.id()).to_shared_text();
@@ -284,6 +337,7 @@ impl Room {
     /// Leaves the room table (its number may be handed out again) and refuses what is still
     /// queued: a join that raced with the last leave finds an empty room.
     fn stop(&self) {
+        self.cluster.unwatch(&self.key);
         if !self.rooms.forget(&self.key, self.serial) {
             // Another process serves the mailbox now (this one outlived a restart of rooms_sup),
             // or the table was cleared at shutdown: the mailbox is not this process's to close.

@@ -6,6 +6,7 @@
 //! starts a process per entry on the same mailbox, which serves what was queued meanwhile, so a
 //! restart of `rooms_sup` is invisible to clients (no join refused, no `left` lost).
 use crate::book_protocol::MAX_ROOM;
+use crate::cluster::{Claim, Cluster, Rule};
 use crate::events::{Event, Events};
 use crate::hooks::{AuthData, Refusal, RoomContext, RoomHooks};
 use crate::mailbox::PeerRef;
@@ -62,6 +63,7 @@ pub struct Rooms {
     max_room: u32,
     named: NamedRooms,
     faults: crate::faults::Faults,
+    cluster: Arc<dyn Cluster>,
 }
 
 /// Why a named join failed.
@@ -79,6 +81,8 @@ pub enum CreateError {
     /// Every room number is taken (close 1013, try again later).
     NoFreeNumber,
     ShuttingDown,
+    /// The cluster's engine cannot be reached (close 1013, try again later).
+    Unavailable,
 }
 
 impl fmt::Display for CreateError {
@@ -86,6 +90,7 @@ impl fmt::Display for CreateError {
         match self {
             CreateError::NoFreeNumber => f.write_str("every room number is taken"),
             CreateError::ShuttingDown => f.write_str("server is shutting down"),
+            CreateError::Unavailable => f.write_str("the cluster cannot be reached"),
         }
     }
 }
@@ -110,6 +115,7 @@ impl Rooms {
         max_room: u32,
         named: NamedRooms,
         faults: crate::faults::Faults,
+        cluster: Arc<dyn Cluster>,
     ) -> Arc<Self> {
         let rooms = Arc::new(Rooms {
             table: Mutex::new(HashMap::new()),
@@ -120,6 +126,7 @@ impl Rooms {
             max_room: max_room.clamp(1, MAX_ROOM),
             named,
             faults,
+            cluster,
         });
         let weak: Weak<Rooms> = Arc::downgrade(&rooms);
         rooms.sup.set_init(Arc::new(move |_| {
@@ -134,44 +141,97 @@ impl Rooms {
         &self.sup
     }
 
-    /// GETROOM: a fresh number no live room holds, with `creator` already in it.
-    pub fn create_book_room(self: &Arc<Self>, creator: &PeerRef) -> Result<u32, CreateError> {
-        let mut table = lock(&self.table);
+    /// GETROOM: a fresh number no live room holds (on any node of a cluster), with `creator`
+    /// already in it.
+    pub async fn create_book_room(self: &Arc<Self>, creator: &PeerRef) -> Result<u32, CreateError> {
+        // A number another node holds is refused by the cluster: draw again, a bounded number of
+        // times (the table here only knows this node's rooms).
+        for _ in 0..32 {
+            let n = self.free_number().ok_or(CreateError::NoFreeNumber)?;
+            let key = RoomKey::Book(n);
+            if let Err(e) = self.cluster.watch(&key).await {
+                log::warn!("peer {}: GETROOM refused: {e}", creator.id());
+                return Err(CreateError::Unavailable);
+            }
+            let claim = self
+                .cluster
+                .claim(&key, creator.id(), Rule::Create, 0)
+                .await;
+            match claim {
+                Ok(Claim::Admitted { .. }) => {}
+                Ok(Claim::Refused) => {
+                    if !self.contains(&key) {
+                        self.cluster.unwatch(&key);
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    log::warn!("peer {}: GETROOM refused: {e}", creator.id());
+                    if !self.contains(&key) {
+                        self.cluster.unwatch(&key);
+                    }
+                    return Err(CreateError::Unavailable);
+                }
+            }
+            let mut table = lock(&self.table);
+            // Another peer of this node drew the same number meanwhile.
+            if table.contains_key(&key) {
+                drop(table);
+                self.cluster.leave(&key, creator.id());
+                continue;
+            }
+            if !self.registry.reg(&key, creator) {
+                drop(table);
+                self.cluster.leave(&key, creator.id());
+                self.cluster.unwatch(&key);
+                return Err(CreateError::ShuttingDown);
+            }
+            if let Err(e) = self.start_room(&mut table, key.clone(), RoomKind::Book) {
+                self.registry.unreg(&key, creator.id());
+                drop(table);
+                self.cluster.leave(&key, creator.id());
+                self.cluster.unwatch(&key);
+                return Err(e.into());
+            }
+            drop(table);
+            self.events.publish(Event::Joined {
+                room: key,
+                peer: creator.id(),
+            });
+            return Ok(n);
+        }
+        Err(CreateError::NoFreeNumber)
+    }
+
+    /// A number no room of this node holds: uniform like `random:uniform(999999)` while there is
+    /// room, a scan when it is crowded.
+    fn free_number(&self) -> Option<u32> {
+        let table = lock(&self.table);
         let taken = |n: u32| table.contains_key(&RoomKey::Book(n));
         let mut rng = rand::rng();
-        let mut number = None;
-        // Uniform like `random:uniform(999999)` while there is room; a scan when it is crowded.
         for _ in 0..32 {
             let n = rng.random_range(1..=self.max_room);
             if !taken(n) {
-                number = Some(n);
-                break;
+                return Some(n);
             }
         }
-        if number.is_none() {
-            let start = rng.random_range(1..=self.max_room);
-            number = (start..=self.max_room).chain(1..start).find(|n| !taken(*n));
-        }
-        let n = number.ok_or(CreateError::NoFreeNumber)?;
-        let key = RoomKey::Book(n);
-        if !self.registry.reg(&key, creator) {
-            return Err(CreateError::ShuttingDown);
-        }
-        if let Err(e) = self.start_room(&mut table, key.clone(), RoomKind::Book) {
-            self.registry.unreg(&key, creator.id());
-            return Err(e.into());
-        }
-        drop(table);
-        self.events.publish(Event::Joined {
-            room: key,
-            peer: creator.id(),
-        });
-        Ok(n)
+        let start = rng.random_range(1..=self.max_room);
+        (start..=self.max_room).chain(1..start).find(|n| !taken(*n))
     }
 
     /// ENTERROOM: asks the room; unknown rooms and rooms that stop meanwhile refuse.
-    pub async fn join(&self, key: &RoomKey, peer: &PeerRef) -> Result<(), JoinRefused> {
-        let Some(mailbox) = lock(&self.table).get(key).map(|e| e.mailbox.clone()) else {
+    pub async fn join(self: &Arc<Self>, key: &RoomKey, peer: &PeerRef) -> Result<(), JoinRefused> {
+        let mailbox = {
+            let mut table = lock(&self.table);
+            // In a cluster the room may live on other nodes: a process here asks the cluster.
+            if !table.contains_key(key) && self.cluster.is_distributed() {
+                if let Err(e) = self.start_room(&mut table, key.clone(), RoomKind::Book) {
+                    log::warn!("rooms_sup: could not start room {key}: {e}");
+                }
+            }
+            table.get(key).map(|e| e.mailbox.clone())
+        };
+        let Some(mailbox) = mailbox else {
             return Err(JoinRefused::NotJoinable);
         };
         let (reply, answer) = async_channel::bounded(1);
@@ -394,7 +454,7 @@ impl Rooms {
             }
         }
         for key in self.registry.keys() {
-            if table.contains_key(&key) || self.registry.count(&key) == 0 {
+            if table.contains_key(&key) || self.registry.count_local(&key) == 0 {
                 continue;
             }
             let kind = match &key {
@@ -477,6 +537,7 @@ impl Rooms {
                     events: Arc::clone(&rooms.events),
                     rooms: Arc::clone(&rooms),
                     faults: rooms.faults.clone(),
+                    cluster: Arc::clone(&rooms.cluster),
                 };
                 // Any later instance of this child is a restart after its crash.
                 restarted = true;

@@ -63,6 +63,9 @@ pub(crate) struct Shared {
     /// `--max-connections-per-ip`'s counts.
     pub per_ip: Arc<crate::per_ip::PerIp>,
     pub admin_addr: Option<SocketAddr>,
+    /// The Redis engine, when the node is part of a cluster (for the admin API and a clean
+    /// departure).
+    pub redis: Option<Arc<crate::cluster::redis::RedisCluster>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -214,6 +217,11 @@ impl Shared {
         if left > 0 {
             log::warn!("{left} connections did not close within {grace:?}");
         }
+        // The other nodes of a cluster hear every member of this one leave now, not when its
+        // lease runs out.
+        if let Some(redis) = &self.redis {
+            redis.depart().await;
+        }
         self.rooms.supervisor().shutdown_with(reason, grace).await;
         self.rooms.close_all();
         // What the (stopped) registry process had not applied yet.
@@ -254,6 +262,8 @@ pub enum StartError {
     AdminUnprotected(SocketAddr),
     /// The fault rules given at start-up do not go together.
     Faults(crate::faults::RulesError),
+    /// `--cluster`'s Redis could not be reached.
+    Cluster(crate::cluster::ClusterError),
 }
 
 impl fmt::Display for StartError {
@@ -266,6 +276,7 @@ impl fmt::Display for StartError {
                 write!(f, "cannot listen on {addr} for the admin API: {e}")
             }
             StartError::Faults(e) => write!(f, "cannot set the fault rules: {e}"),
+            StartError::Cluster(e) => write!(f, "cannot join the cluster: {e}"),
             StartError::AdminUnprotected(addr) => write!(
                 f,
                 "the admin API would listen on {addr}, beyond loopback, without a token: give --admin-token or bind it to 127.0.0.1"
@@ -485,6 +496,21 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
         }
         log::info!("{} fault rules in force", config.faults.len());
     }
+    let redis = match &config.cluster {
+        Some(c) => {
+            let connect = crate::cluster::redis::RedisCluster::connect(
+                &c.url,
+                c.node_id.as_str(),
+                Arc::clone(&registry),
+            );
+            Some(futures_lite::future::block_on(connect).map_err(StartError::Cluster)?)
+        }
+        None => None,
+    };
+    let cluster: Arc<dyn crate::cluster::Cluster> = match &redis {
+        Some(r) => Arc::clone(r) as Arc<dyn crate::cluster::Cluster>,
+        None => Arc::new(crate::cluster::Embedded),
+    };
     let rooms = Rooms::new(
         DynamicSupervisor::new("rooms_sup", intensity.clone(), observer.clone()),
         Arc::clone(&registry),
@@ -497,6 +523,7 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
             hooks: room_hooks,
         },
         faults.clone(),
+        Arc::clone(&cluster),
     );
     // The read buffer is held by every connection, idle or not: 1 KiB rather than 4 KiB is 3 KiB
     // less per connection (loadgen hold: 12.3 -> 9.3 KiB). A longer message is still read whole
@@ -535,6 +562,7 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
         per_ip: crate::per_ip::PerIp::new(config.max_connections_per_ip),
         admin_addr,
         config,
+        redis,
     });
     if let Some(chaos) = &shared.chaos {
         chaos.attach(Arc::downgrade(&shared));

@@ -259,6 +259,15 @@ impl Binary {
         self.child.id()
     }
 
+    /// Sends the process a signal (`TERM`, `KILL`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} {}", self.pid());
+    }
+
     /// A line of the process's `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
     pub fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
