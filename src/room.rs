@@ -276,6 +276,12 @@ impl Room {
             Claimed::Gone => return Err(Refusal::new("peer_gone")),
             Claimed::Unavailable => return Err(Refusal::new(description::ROOM_UNAVAILABLE)),
         }
+        // The members of other nodes the cluster's answer taught this node are members too.
+        let members: Vec<PeerId> = self
+            .members()
+            .into_iter()
+            .filter(|m| *m != peer.id())
+            .collect();
         announced.joined(peer.id());
         let joined = RoomMessage::joined(peer.id()).to_shared_text();
         self.announce(&joined, peer.id());
@@ -310,14 +316,15 @@ impl Room {
         named.hooks.on_leave(&named.context, peer);
     }
 
-    /// The room's own message to every member but `about`.
+    /// The room's own message to every member of this node but `about` (the other nodes of a
+    /// cluster tell their own members, from the room's channel).
     fn announce(&self, text: &async_tungstenite::tungstenite::Utf8Bytes, about: PeerId) {
         if self.faults.is_active() {
             let others: Vec<PeerRef> = self
                 .registry
                 .lookup(&self.key)
                 .into_iter()
-                .filter(|p| p.id() != about)
+                .filter(|p| p.id() != about && !p.is_proxy())
                 .collect();
             let out = Outgoing {
                 endpoint: crate::faults::rule::Endpoint::Rooms,
@@ -330,7 +337,9 @@ impl Room {
             return;
         }
         self.registry.for_each_other(&self.key, about, |other| {
-            other.deliver(text);
+            if !other.is_proxy() {
+                other.deliver(text);
+            }
         });
     }
 

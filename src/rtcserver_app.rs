@@ -212,15 +212,15 @@ impl Shared {
         lock(&self.socket).take();
         lock(&self.tls_socket).take();
         self.listener_mailbox.close();
+        // The other nodes of a cluster hear every member of this one leave now, not when its
+        // lease runs out, nor after the close handshakes below.
+        if let Some(redis) = &self.redis {
+            redis.depart().await;
+        }
         let grace = self.config.shutdown_grace;
         let left = self.peers.shutdown_with(reason, grace).await;
         if left > 0 {
             log::warn!("{left} connections did not close within {grace:?}");
-        }
-        // The other nodes of a cluster hear every member of this one leave now, not when its
-        // lease runs out.
-        if let Some(redis) = &self.redis {
-            redis.depart().await;
         }
         self.rooms.supervisor().shutdown_with(reason, grace).await;
         self.rooms.close_all();

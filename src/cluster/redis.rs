@@ -10,6 +10,7 @@ use super::scripts;
 use super::wire::{self, ChannelMsg, Kind, Why};
 use super::{BoxFuture, Claim, Cluster, ClusterError, Member, Rule};
 use crate::registry::{PeerId, Registry, RoomKey};
+use crate::rooms_protocol::RoomMessage;
 use ::redis::aio::{MultiplexedConnection, PubSubSink};
 use async_tungstenite::tungstenite::Utf8Bytes;
 use futures_lite::StreamExt;
@@ -534,6 +535,7 @@ impl RedisCluster {
                 let proxy = proxy::proxy(peer, Arc::clone(&w.channel), self.publisher.clone());
                 if self.registry.reg(&w.key, &proxy) {
                     w.remote.insert(peer, node);
+                    self.announce(&w.key, RoomMessage::joined(peer));
                 }
             }
             Change::Left(peer) => {
@@ -542,7 +544,24 @@ impl RedisCluster {
                         proxy.mark_dead();
                         self.registry.unreg(&w.key, peer);
                     }
+                    self.announce(&w.key, RoomMessage::left(peer));
                 }
+            }
+        }
+    }
+}
+
+impl RedisCluster {
+    /// Tells this node's members of a named room that a member of another node came or went
+    /// (each node tells its own members; a book room has no such messages).
+    fn announce(&self, key: &RoomKey, message: RoomMessage) {
+        if !matches!(key, RoomKey::Named(_)) {
+            return;
+        }
+        let text = message.to_shared_text();
+        for peer in self.registry.lookup(key) {
+            if !peer.is_proxy() {
+                peer.deliver(&text);
             }
         }
     }
