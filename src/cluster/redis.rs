@@ -16,6 +16,7 @@ use async_tungstenite::tungstenite::Utf8Bytes;
 use futures_lite::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -29,6 +30,13 @@ pub const LEASE_TTL: Duration = Duration::from_secs(6);
 pub const KEY_TTL: Duration = Duration::from_secs(18);
 /// How often a node looks for lost nodes.
 pub const REAP_EVERY: Duration = Duration::from_secs(1);
+/// After an outage, how long a node refuses joins and GETROOMs: every node notices that Redis
+/// is back within `REAP_EVERY` and asserts its members again at once, so a number or a place
+/// handed out before then could clash with one that is not back yet.
+pub const QUIET: Duration = Duration::from_secs(3);
+/// Leaves kept for a retry while Redis cannot be reached (beyond, they are dropped and
+/// counted: the lease cleanup or the keys' expiry removes them).
+const KEPT_LEAVES: usize = 10_000;
 /// Wait between two attempts to reach Redis.
 const RETRY: Duration = Duration::from_millis(250);
 /// Messages sent to Redis in one pipelined write at most.
@@ -82,9 +90,23 @@ pub struct RedisCluster {
     registry: Arc<Registry>,
     pub stats: ClusterStats,
     nodes: Mutex<Vec<NodeLease>>,
-    /// Set while some connection is down: the first refusal of an outage is logged, not each.
-    outage_logged: AtomicBool,
+    health: Mutex<Health>,
     stopping: AtomicBool,
+}
+
+/// Where the node stands with Redis.
+#[derive(Default)]
+struct Health {
+    /// A command failed and no lease renewal has succeeded since: joins are refused, and only
+    /// the first failure of the outage is logged.
+    down: bool,
+    /// When the last outage ended.
+    back_at: Option<Instant>,
+    /// The rooms' membership is read again once every node has had time to assert its own.
+    resync_due: bool,
+    /// Counts the outages that ended: a connection made before the last one is stale, even if
+    /// nothing has used (and so found out) it since.
+    epoch: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -118,7 +140,7 @@ impl RedisCluster {
             registry,
             stats: ClusterStats::default(),
             nodes: Mutex::new(Vec::new()),
-            outage_logged: AtomicBool::new(false),
+            health: Mutex::new(Health::default()),
             stopping: AtomicBool::new(false),
         });
         cluster.renew(&mut commands).await.map_err(unavailable)?;
@@ -181,16 +203,36 @@ impl RedisCluster {
     fn failed(&self, e: impl std::fmt::Display) -> ClusterError {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         lock(&self.commands).take();
-        if !self.outage_logged.swap(true, Ordering::AcqRel) {
-            log::error!("cluster: Redis unreachable: {e}");
+        let mut health = lock(&self.health);
+        if !health.down {
+            health.down = true;
+            log::error!("cluster: Redis unreachable: {e}; joins and cross-node messages are refused until it is back");
         }
         unavailable(e)
     }
 
+    /// A lease renewal succeeded: an outage, if there was one, is over.
     fn recovered(&self) {
-        if self.outage_logged.swap(false, Ordering::AcqRel) {
-            log::info!("cluster: Redis reachable again");
+        let mut health = lock(&self.health);
+        if health.down {
+            health.down = false;
+            health.back_at = Some(Instant::now());
+            health.resync_due = true;
+            health.epoch += 1;
+            log::info!("cluster: Redis reachable again; joins resume in {QUIET:?}");
         }
+    }
+
+    /// Whether joins may be asked now (see [`QUIET`]).
+    fn settled(&self) -> Result<(), ClusterError> {
+        let health = lock(&self.health);
+        if health.down {
+            return Err(unavailable("Redis unreachable"));
+        }
+        if health.back_at.is_some_and(|at| at.elapsed() < QUIET) {
+            return Err(unavailable("the cluster is re-forming after an outage"));
+        }
+        Ok(())
     }
 
     /// Renews the lease; true when Redis did not know this node (it restarted, or the others
@@ -252,6 +294,54 @@ impl RedisCluster {
             }
             if let Err(e) = self.reap(&mut conn).await {
                 self.failed(e);
+                continue;
+            }
+            let resync = {
+                let mut health = lock(&self.health);
+                let due = health.resync_due
+                    && health.back_at.is_some_and(|at| at.elapsed() >= QUIET);
+                if due {
+                    health.resync_due = false;
+                }
+                due
+            };
+            if resync {
+                self.resync(&mut conn).await;
+            }
+        }
+    }
+
+    /// After an outage: every room's membership as Redis has it now that every live node has
+    /// asserted its own. A member that is not back belonged to a node lost meanwhile (or left
+    /// unheard): its `left` is told now.
+    async fn resync(&self, conn: &mut MultiplexedConnection) {
+        let rooms: Vec<String> = lock(&self.watched).keys().cloned().collect();
+        for room in rooms {
+            let answer: Result<::redis::Value, _> = ::redis::cmd("EVAL")
+                .arg(scripts::SNAPSHOT)
+                .arg(2)
+                .arg(wire::members_key(&room))
+                .arg(wire::version_key(&room))
+                .query_async(conn)
+                .await;
+            let snapshot = match answer.map_err(|e| self.failed(e)).and_then(read_claim) {
+                Ok(Claim::Admitted { version, members }) => (version, members),
+                Ok(Claim::Refused) | Err(_) => {
+                    lock(&self.health).resync_due = true;
+                    return;
+                }
+            };
+            let (version, members) = snapshot;
+            let mut watched = lock(&self.watched);
+            if let Some(w) = watched.get_mut(&room) {
+                if w.version.is_some_and(|applied| applied > version) {
+                    // Newer changes were heard meanwhile: read it again on the next tick.
+                    lock(&self.health).resync_due = true;
+                    continue;
+                }
+                w.version = None;
+                drop(watched);
+                self.learn(&room, version, &members);
             }
         }
     }
@@ -334,12 +424,47 @@ impl RedisCluster {
 
     async fn publish_loop(self: Arc<Self>, outbound: async_channel::Receiver<Outbound>) {
         let mut conn: Option<MultiplexedConnection> = None;
-        while let Ok(first) = outbound.recv().await {
-            let mut batch = vec![first];
+        let mut last_attempt: Option<Instant> = None;
+        let mut conn_epoch = 0;
+        // Leaves that could not be sent: tried again first, in order, once Redis is back.
+        let mut kept: Vec<Outbound> = Vec::new();
+        loop {
+            let next = if kept.is_empty() {
+                outbound.recv().await.map(Some)
+            } else {
+                // Kept leaves are tried again after RETRY even if nothing else comes.
+                futures_lite::future::or(async { outbound.recv().await.map(Some) }, async {
+                    async_io::Timer::after(RETRY).await;
+                    Ok(None)
+                })
+                .await
+            };
+            let Ok(next) = next else {
+                return;
+            };
+            let mut batch = std::mem::take(&mut kept);
+            batch.extend(next);
             while batch.len() < BATCH {
                 match outbound.try_recv() {
                     Ok(out) => batch.push(out),
                     Err(_) => break,
+                }
+            }
+            let epoch = lock(&self.health).epoch;
+            if conn_epoch != epoch {
+                conn = None;
+            }
+            // While Redis is away, one attempt to reach it per RETRY, not one per message.
+            if conn.is_none() && last_attempt.is_none_or(|at| at.elapsed() >= RETRY) {
+                last_attempt = Some(Instant::now());
+                match self.client.get_multiplexed_async_connection().await {
+                    Ok(c) => {
+                        conn = Some(c);
+                        conn_epoch = epoch;
+                    }
+                    Err(e) => {
+                        self.failed(e);
+                    }
                 }
             }
             let mut pipe = ::redis::pipe();
@@ -365,16 +490,11 @@ impl RedisCluster {
                     }
                 }
             }
-            if conn.is_none() {
-                match self.client.get_multiplexed_async_connection().await {
-                    Ok(c) => conn = Some(c),
-                    Err(e) => {
-                        self.failed(e);
-                    }
-                }
-            }
             let sent = match conn.as_mut() {
-                Some(c) => pipe.query_async::<()>(c).await.map_err(|e| self.failed(e)),
+                Some(c) => pipe.query_async::<()>(c).await.map_err(|e| {
+                    log::debug!("cluster: a batch of {} could not be published: {e}", batch.len());
+                    self.failed(e)
+                }),
                 None => Err(unavailable("no connection")),
             };
             match sent {
@@ -384,6 +504,15 @@ impl RedisCluster {
                 Err(_) => {
                     conn = None;
                     self.stats.dropped.fetch_add(messages, Ordering::Relaxed);
+                    kept = batch
+                        .into_iter()
+                        .filter(|o| matches!(o, Outbound::Leave { .. }))
+                        .collect();
+                    if kept.len() > KEPT_LEAVES {
+                        let over = kept.len() - KEPT_LEAVES;
+                        kept.drain(..over);
+                        log::warn!("cluster: {over} leaves dropped while Redis is away");
+                    }
                 }
             }
         }
@@ -419,6 +548,14 @@ impl RedisCluster {
                 async_io::Timer::after(RETRY).await;
                 continue;
             }
+            // What was published while this connection was down is lost: changes are taken
+            // from here on in the new order (Redis may have restarted, counting from 1 again),
+            // and the rooms are read whole once the outage settles (`resync`).
+            for w in lock(&self.watched).values_mut() {
+                if w.version.is_some() {
+                    w.version = Some(0);
+                }
+            }
             *lock(&self.sink) = Some(sink);
             let _ = first.try_send(());
             while let Some(msg) = stream.next().await {
@@ -427,6 +564,7 @@ impl RedisCluster {
             }
             lock(&self.sink).take();
             self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+            log::debug!("cluster: the subscription connection ended");
             self.failed("the subscription connection ended");
             async_io::Timer::after(RETRY).await;
         }
@@ -640,6 +778,7 @@ impl Cluster for RedisCluster {
                 Rule::Book => "book".to_owned(),
                 Rule::Capacity(max) => max.to_string(),
             };
+            self.settled()?;
             let mut conn = self.connection().await?;
             let answer: ::redis::Value = ::redis::cmd("EVAL")
                 .arg(scripts::JOIN)
@@ -656,7 +795,6 @@ impl Cluster for RedisCluster {
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| self.failed(e))?;
-            self.recovered();
             let claim = read_claim(answer)?;
             if let Claim::Admitted { version, members } = &claim {
                 self.learn(&id, *version, members);

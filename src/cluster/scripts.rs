@@ -77,3 +77,9 @@ end
 redis.call('DEL', rooms_key, p .. 'lease:' .. ARGV[1])
 return removed
 "#;
+
+/// A room as it stands. KEYS: members hash, version counter.
+/// Returns `{1, version, members...}` as [`JOIN`] does.
+pub const SNAPSHOT: &str = r#"
+return {1, tonumber(redis.call('GET', KEYS[2]) or '0'), redis.call('HGETALL', KEYS[1])}
+"#;

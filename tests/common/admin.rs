@@ -259,6 +259,14 @@ impl Binary {
         self.child.id()
     }
 
+    /// What the process logged so far (without waiting for more).
+    pub fn log_so_far(&mut self) -> Vec<String> {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        self.log.clone()
+    }
+
     /// Sends the process a signal (`TERM`, `KILL`, ...).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
