@@ -39,6 +39,14 @@ pub enum Event {
     /// A replay met a message other than the one its log recorded at that index (the first
     /// such; the replay acts no more).
     FaultDivergence(Box<crate::faults::replay::Divergence>),
+    /// A node of the cluster appeared (its lease, seen by this node).
+    NodeUp {
+        node: String,
+    },
+    /// A node of the cluster is gone: it left, or its lease expired.
+    NodeDown {
+        node: String,
+    },
 }
 
 /// A broadcast of [`Event`]s to unbounded subscriber queues; free when nobody listens.

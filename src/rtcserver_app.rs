@@ -502,6 +502,7 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
                 &c.url,
                 c.node_id.as_str(),
                 Arc::clone(&registry),
+                Arc::clone(&events),
             );
             Some(futures_lite::future::block_on(connect).map_err(StartError::Cluster)?)
         }

@@ -42,7 +42,14 @@ async fn join(addr: SocketAddr, room: &str) -> (Client, String) {
 fn redis_away_ten_seconds_then_back_empty() {
     let mut redis = Redis::start();
     let port = redis.port;
-    let args = ["--max-room-number", "400", "--max-peers", "4", "--log-level", "debug"];
+    let args = [
+        "--max-room-number",
+        "400",
+        "--max-peers",
+        "4",
+        "--log-level",
+        "debug",
+    ];
     let a = Node::start_with(&redis, "a", &args);
     let b = Node::start_with(&redis, "b", &args);
     struct Dump<'a>(&'a mut Node, &'a mut Node);
@@ -90,32 +97,41 @@ fn redis_away_ten_seconds_then_back_empty() {
         })
         .await;
         // A message across nodes meanwhile is dropped (and counted), never queued for later.
-        caller
-            .send(r#"{"type":"during","note":"dropped"}"#)
-            .await;
+        caller.send(r#"{"type":"during","note":"dropped"}"#).await;
         async_io::Timer::after(Duration::from_secs(10).saturating_sub(down.elapsed())).await;
 
         let _redis = Redis::start_on(port);
         let back = Instant::now();
         // Cross-node relaying resumes within 5 s: probes until one arrives.
         let mut i = 0;
-        let first = within(Duration::from_secs(5), "cross-node relay to resume", async {
-            loop {
-                i += 1;
-                caller.send(&format!(r#"{{"type":"probe","i":{i}}}"#)).await;
-                let got = futures_lite::future::or(async { Some(callee.recv_text().await) }, async {
-                    async_io::Timer::after(Duration::from_millis(100)).await;
-                    None
-                })
-                .await;
-                if let Some(text) = got {
-                    return text;
+        let first = within(
+            Duration::from_secs(5),
+            "cross-node relay to resume",
+            async {
+                loop {
+                    i += 1;
+                    caller.send(&format!(r#"{{"type":"probe","i":{i}}}"#)).await;
+                    let got =
+                        futures_lite::future::or(async { Some(callee.recv_text().await) }, async {
+                            async_io::Timer::after(Duration::from_millis(100)).await;
+                            None
+                        })
+                        .await;
+                    if let Some(text) = got {
+                        return text;
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
-        assert!(first.starts_with(r#"{"type":"probe""#), "{first}: the message sent while Redis was away must not come late");
-        eprintln!("cross-node relay resumed {:?} after Redis came back", back.elapsed());
+        assert!(
+            first.starts_with(r#"{"type":"probe""#),
+            "{first}: the message sent while Redis was away must not come late"
+        );
+        eprintln!(
+            "cross-node relay resumed {:?} after Redis came back",
+            back.elapsed()
+        );
         // Probes already on their way may still arrive: drain them by a marker.
         caller.send(r#"{"type":"marker"}"#).await;
         while callee.recv_text().await != r#"{"type":"marker"}"# {}
@@ -146,7 +162,11 @@ fn redis_away_ten_seconds_then_back_empty() {
             .await;
         let m = pb.recv_json().await;
         assert_eq!(m["event"], "after", "no left, no joined: {m}");
-        for c in [pa, pb, caller, callee, local1, local2].into_iter().chain(held).chain(fresh) {
+        for c in [pa, pb, caller, callee, local1, local2]
+            .into_iter()
+            .chain(held)
+            .chain(fresh)
+        {
             c.close().await;
         }
         drop(_redis);

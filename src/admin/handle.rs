@@ -28,13 +28,17 @@ impl ServerHandle {
     /// `GET /metrics`: the counters and what is live now, in Prometheus' text format.
     pub fn metrics_text(&self) -> String {
         let stats = self.stats();
-        self.shared.metrics.render(&Gauges {
+        let mut text = self.shared.metrics.render(&Gauges {
             connections: stats.connections,
             peers: stats.peers,
             rooms: stats.rooms,
             registrations: stats.registrations,
             faults_held: self.shared.faults.held(),
-        })
+        });
+        if let Some(redis) = &self.shared.redis {
+            crate::cluster::admin::metrics(redis, &mut text);
+        }
+        text
     }
 
     /// Chaos mode, when it is on.

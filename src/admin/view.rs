@@ -62,6 +62,7 @@ pub fn tree(handle: &ServerHandle) -> Value {
         "tree": node(&root, now, &notes),
         "rooms": rooms,
         "peers": peers,
+        "cluster": handle.shared.redis.as_deref().map(crate::cluster::admin::tree),
         "chaos": handle.chaos().map(|c| json!({
             "spec": c.spec().to_string(),
             "seed": c.seed(),
@@ -153,6 +154,8 @@ pub fn event(e: &Event) -> Value {
             }
             v
         }
+        Event::NodeUp { node } => json!({ "type": "node_up", "node": node }),
+        Event::NodeDown { node } => json!({ "type": "node_down", "node": node }),
         Event::FaultDivergence(d) => {
             let mut v = d.to_json();
             if let Value::Object(map) = &mut v {

@@ -12,6 +12,7 @@
 //! on remote members through the code paths they use for local ones.
 //!
 //! [`PeerRef`]: crate::mailbox::PeerRef
+pub mod admin;
 pub mod embedded;
 pub mod proxy;
 pub mod redis;

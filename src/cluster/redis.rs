@@ -9,6 +9,7 @@ use super::proxy::{self, Outbound, Publisher};
 use super::scripts;
 use super::wire::{self, ChannelMsg, Kind, Why};
 use super::{BoxFuture, Claim, Cluster, ClusterError, Member, Rule};
+use crate::events::{Event, Events};
 use crate::registry::{PeerId, Registry, RoomKey};
 use crate::rooms_protocol::RoomMessage;
 use ::redis::aio::{MultiplexedConnection, PubSubSink};
@@ -16,9 +17,9 @@ use async_tungstenite::tungstenite::Utf8Bytes;
 use futures_lite::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
+use std::time::Instant;
 
 /// How often a node renews its lease, and how long the lease lives: a node that stops renewing
 /// is found gone by the others within `LEASE_TTL` + `REAP_EVERY`.
@@ -88,6 +89,7 @@ pub struct RedisCluster {
     sink: Mutex<Option<PubSubSink>>,
     watched: Mutex<HashMap<String, Watched>>,
     registry: Arc<Registry>,
+    events: Arc<Events>,
     pub stats: ClusterStats,
     nodes: Mutex<Vec<NodeLease>>,
     health: Mutex<Health>,
@@ -123,6 +125,7 @@ impl RedisCluster {
         url: &str,
         node: &str,
         registry: Arc<Registry>,
+        events: Arc<Events>,
     ) -> Result<Arc<Self>, ClusterError> {
         let client = ::redis::Client::open(url).map_err(unavailable)?;
         let mut commands = client
@@ -138,6 +141,7 @@ impl RedisCluster {
             sink: Mutex::new(None),
             watched: Mutex::new(HashMap::new()),
             registry,
+            events,
             stats: ClusterStats::default(),
             nodes: Mutex::new(Vec::new()),
             health: Mutex::new(Health::default()),
@@ -155,6 +159,11 @@ impl RedisCluster {
         let _ = subscribed.recv().await;
         log::info!("cluster: node {node} joined through {}", redacted(url));
         Ok(cluster)
+    }
+
+    /// Whether Redis answers (as of the last request).
+    pub fn is_reachable(&self) -> bool {
+        !lock(&self.health).down
     }
 
     /// The live nodes, this one among them, with their lease age.
@@ -298,8 +307,8 @@ impl RedisCluster {
             }
             let resync = {
                 let mut health = lock(&self.health);
-                let due = health.resync_due
-                    && health.back_at.is_some_and(|at| at.elapsed() >= QUIET);
+                let due =
+                    health.resync_due && health.back_at.is_some_and(|at| at.elapsed() >= QUIET);
                 if due {
                     health.resync_due = false;
                 }
@@ -379,7 +388,22 @@ impl RedisCluster {
             }
         }
         live.sort_by(|a, b| a.node.cmp(&b.node));
-        *lock(&self.nodes) = live;
+        let before: Vec<String> = std::mem::replace(&mut *lock(&self.nodes), live.clone())
+            .into_iter()
+            .map(|n| n.node)
+            .collect();
+        for n in &live {
+            if !before.contains(&n.node) {
+                self.events.publish(Event::NodeUp {
+                    node: n.node.clone(),
+                });
+            }
+        }
+        for node in before {
+            if !live.iter().any(|n| n.node == node) {
+                self.events.publish(Event::NodeDown { node });
+            }
+        }
         Ok(())
     }
 
@@ -492,7 +516,10 @@ impl RedisCluster {
             }
             let sent = match conn.as_mut() {
                 Some(c) => pipe.query_async::<()>(c).await.map_err(|e| {
-                    log::debug!("cluster: a batch of {} could not be published: {e}", batch.len());
+                    log::debug!(
+                        "cluster: a batch of {} could not be published: {e}",
+                        batch.len()
+                    );
                     self.failed(e)
                 }),
                 None => Err(unavailable("no connection")),
