@@ -1,8 +1,10 @@
 //! Test harness: an in-process server on 127.0.0.1:0 and real WebSocket clients.
 #![allow(dead_code)]
 pub mod admin;
+pub mod browser;
 pub mod cluster;
 pub mod fault_checks;
+pub mod nginx;
 use async_net::TcpStream;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
