@@ -29,6 +29,10 @@ struct Cli {
     /// The server's WebSocket endpoint; must be on loopback (127.0.0.0/8).
     #[arg(long, global = true, default_value = "ws://127.0.0.1:30000/")]
     url: String,
+    /// Where each pair's second peer (the joiner) connects, if not to --url: another node of a
+    /// cluster, to split every pair across two nodes (loopback only, as --url).
+    #[arg(long, global = true)]
+    joiner_url: Option<String>,
     /// The signaling protocol the server speaks.
     #[arg(long, global = true, value_enum, default_value_t = AdapterKind::Book)]
     adapter: AdapterKind,
@@ -98,21 +102,35 @@ async fn run(cli: &Cli) -> Result<(Value, String)> {
     let sources: Arc<[IpAddr]> = target::parse_sources(&cli.source_addrs, &target)?.into();
     // Raised up front for every workload; `hold` checks again against the count it needs.
     limits::raise_nofile(0);
+    let joiner = cli.joiner_url.as_deref().map(Target::parse).transpose()?;
     match cli.adapter {
-        AdapterKind::Book => drive(cli, Book::new(target), sources).await,
-        AdapterKind::Rooms => drive(cli, Rooms::new(target), sources).await,
-        AdapterKind::Matchbox => drive(cli, Matchbox::new(target), sources).await,
-        AdapterKind::Peerjs => drive(cli, PeerJs::new(target), sources).await,
+        AdapterKind::Book => drive(cli, Book::new(target), joiner.map(Book::new), sources).await,
+        AdapterKind::Rooms => drive(cli, Rooms::new(target), joiner.map(Rooms::new), sources).await,
+        AdapterKind::Matchbox => {
+            drive(
+                cli,
+                Matchbox::new(target),
+                joiner.map(Matchbox::new),
+                sources,
+            )
+            .await
+        }
+        AdapterKind::Peerjs => {
+            drive(cli, PeerJs::new(target), joiner.map(PeerJs::new), sources).await
+        }
     }
 }
 
 async fn drive<A: Adapter>(
     cli: &Cli,
     adapter: A,
+    joiner: Option<A>,
     sources: Arc<[IpAddr]>,
 ) -> Result<(Value, String)> {
+    let adapter = Arc::new(adapter);
     let env = Env {
-        adapter: Arc::new(adapter),
+        joiner: joiner.map_or_else(|| Arc::clone(&adapter), Arc::new),
+        adapter,
         sources,
     };
     let limit = Duration::from_secs(cli.time_limit);

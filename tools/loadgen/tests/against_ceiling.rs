@@ -18,10 +18,7 @@ async fn start_ceiling() -> (Env<Book>, Arc<Rooms>) {
     let rooms = Arc::new(Rooms::default());
     tokio::spawn(ceiling::serve(listener, rooms.clone()));
     let target = Target::parse(&format!("ws://{addr}/")).unwrap();
-    let env = Env {
-        adapter: Arc::new(Book::new(target)),
-        sources: Arc::from(Vec::new()),
-    };
+    let env = Env::new(Book::new(target), Arc::from(Vec::new()));
     (env, rooms)
 }
 

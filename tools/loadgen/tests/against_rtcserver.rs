@@ -13,10 +13,7 @@ use rtcserver::{Config, ServerHandle};
 fn start() -> (ServerHandle, Env<Book>) {
     let server = rtcserver::start(Config::ephemeral()).expect("rtcserver starts");
     let target = Target::parse(&format!("ws://{}/", server.local_addr())).unwrap();
-    let env = Env {
-        adapter: Arc::new(Book::new(target)),
-        sources: Arc::from(Vec::new()),
-    };
+    let env = Env::new(Book::new(target), Arc::from(Vec::new()));
     (server, env)
 }
 

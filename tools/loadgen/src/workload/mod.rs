@@ -22,6 +22,8 @@ pub mod setup;
 /// What every workload gets from the command line besides its own flags.
 pub struct Env<A> {
     pub adapter: Arc<A>,
+    /// The joiner's: the same as `adapter`, or one for another node (`--joiner-url`).
+    pub joiner: Arc<A>,
     /// Local addresses to connect from, used round-robin; empty lets the kernel choose.
     pub sources: Arc<[IpAddr]>,
 }
@@ -30,12 +32,23 @@ impl<A> Clone for Env<A> {
     fn clone(&self) -> Self {
         Self {
             adapter: self.adapter.clone(),
+            joiner: self.joiner.clone(),
             sources: self.sources.clone(),
         }
     }
 }
 
 impl<A> Env<A> {
+    /// Both peers of every pair on `adapter`'s server.
+    pub fn new(adapter: A, sources: Arc<[IpAddr]>) -> Self {
+        let adapter = Arc::new(adapter);
+        Env {
+            joiner: Arc::clone(&adapter),
+            adapter,
+            sources,
+        }
+    }
+
     /// The source address of the `conn`-th connection of a run.
     pub fn source(&self, conn: u64) -> Option<IpAddr> {
         if self.sources.is_empty() {
@@ -61,7 +74,7 @@ pub fn ping(seq: u64) -> String {
 pub async fn open_pair<A: Adapter>(env: &Env<A>, index: u64, first: &str) -> Result<Pair> {
     let (creator, joiner) = tokio::try_join!(
         env.adapter.connect(index, env.source(2 * index)),
-        env.adapter.connect(index, env.source(2 * index + 1)),
+        env.joiner.connect(index, env.source(2 * index + 1)),
     )?;
     let (mut creator, mut joiner) = (creator, joiner);
     env.adapter.pair(&mut creator, &mut joiner, first).await?;
