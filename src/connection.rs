@@ -32,6 +32,7 @@ use std::task::Poll;
 use std::time::Duration;
 use supervisors::StopReason;
 
+mod client_close;
 mod faulted;
 mod heartbeat;
 
@@ -731,10 +732,11 @@ async fn run_loop(
                 log::debug!("binary frame ignored");
                 None
             }
-            // tungstenite queued the pong, or the reply to the client's close: send it now, not
-            // with the next message (a `left` arriving after a close would fail on the closing
-            // socket, and the client would never see its close answered).
-            Input::Frame(Some(Ok(Message::Ping(_) | Message::Close(_)))) => {
+            Input::Frame(Some(Ok(Message::Close(frame)))) => {
+                return client_close::answer(ws, frame.as_ref()).await;
+            }
+            // tungstenite queued the pong: send it now, not with the next message.
+            Input::Frame(Some(Ok(Message::Ping(_)))) => {
                 match interruptible(inbox, ws.flush()).await {
                     Written::Done(Ok(())) => None,
                     Written::Done(Err(_)) => return End::Closed,
