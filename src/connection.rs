@@ -1,6 +1,7 @@
 //! One connection's I/O: the HTTP request, then the WebSocket loop that carries out the peer
 //! handler's commands. This is the only code that touches the socket (ranch's connection
 //! process, in the book's stack).
+use crate::budget::{self, OverTooLong, Throttle};
 use crate::hooks::{AuthData, TerminateReason};
 use crate::http::{self, Route};
 use crate::mailbox::{Control, Delivered, Inbox, PeerMsg};
@@ -31,8 +32,6 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 use supervisors::StopReason;
-
-use crate::budget::{self, OverTooLong, Throttle};
 
 mod client_close;
 mod faulted;
