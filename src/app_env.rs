@@ -36,6 +36,10 @@ pub struct AppEnv {
     pub bind: Option<String>,
     /// `{max_message_bytes, 65536}`: largest accepted WebSocket message.
     pub max_message_bytes: Option<usize>,
+    /// `{max_messages_per_sec, 1000}`: as `--max-messages-per-sec` (0: no limit).
+    pub max_messages_per_sec: Option<u64>,
+    /// `{max_bytes_per_sec, 4194304}`: as `--max-bytes-per-sec` (0: no limit).
+    pub max_bytes_per_sec: Option<u64>,
     /// `{static_dir, "static"}`: folder served over HTTP.
     pub static_dir: Option<String>,
     /// `{log_level, info}`: normalised to a name `log::LevelFilter` parses
@@ -297,6 +301,22 @@ fn apply_env(env: &mut AppEnv, value: &Term) -> Result<(), AppEnvError> {
                 env.max_message_bytes =
                     Some(int_as(v, "max_message_bytes", "a positive integer", 1)?);
             }
+            "max_messages_per_sec" => {
+                env.max_messages_per_sec = Some(int_as(
+                    v,
+                    "max_messages_per_sec",
+                    "a non-negative integer (0: no limit)",
+                    0,
+                )?);
+            }
+            "max_bytes_per_sec" => {
+                env.max_bytes_per_sec = Some(int_as(
+                    v,
+                    "max_bytes_per_sec",
+                    "a non-negative integer (0: no limit)",
+                    0,
+                )?);
+            }
             "bind" => env.bind = Some(bind_address(v)?),
             "static_dir" => {
                 let dir = text(v).filter(|d| !d.is_empty());
@@ -493,12 +513,15 @@ mod tests {
              [{kernel, [{logger_level, info}]},\n \
               {sasl, [{errlog_type, error}]},\n \
               {rtcserver, [{port, 8080}, {bind, {127,0,0,1}}, {max_message_bytes, 65536},\n\
+                           {max_messages_per_sec, 50}, {max_bytes_per_sec, 0},\n\
                            {static_dir, <<\"www\">>}, {log_level, warning}]}].\n",
         )
         .unwrap();
         assert_eq!(env.port, Some(8080));
         assert_eq!(env.bind.as_deref(), Some("127.0.0.1"));
         assert_eq!(env.max_message_bytes, Some(65536));
+        assert_eq!(env.max_messages_per_sec, Some(50));
+        assert_eq!(env.max_bytes_per_sec, Some(0));
         assert_eq!(env.static_dir.as_deref(), Some("www"));
         assert_eq!(env.log_level.as_deref(), Some("warn"));
         assert!(env.warnings.is_empty(), "{:?}", env.warnings);
@@ -576,6 +599,8 @@ mod tests {
             ("{timeout, infinity}", "'timeout'"),
             ("{timeout, -5}", "'timeout'"),
             ("{max_message_bytes, 0}", "'max_message_bytes'"),
+            ("{max_messages_per_sec, -1}", "'max_messages_per_sec'"),
+            ("{max_bytes_per_sec, fast}", "'max_bytes_per_sec'"),
             ("{static_dir, 12}", "'static_dir'"),
             ("{static_dir, \"\"}", "'static_dir'"),
             ("{log_level, loud}", "'log_level'"),

@@ -57,6 +57,8 @@ pub struct Config {
     /// `--heartbeat-secs`: a ping this often, and a connection silent for 3 times it ended;
     /// `None` (or zero): off.
     pub heartbeat: Option<Duration>,
+    /// `--max-messages-per-sec` and `--max-bytes-per-sec`: what one connection may send.
+    pub budget: crate::budget::Budget,
     /// WebSockets one client address may hold at once; `None`: no limit.
     pub max_connections_per_ip: Option<u32>,
     /// The pages (by `Origin`) that may open a WebSocket: any by default, as the original.
@@ -105,6 +107,7 @@ impl Default for Config {
             admin_token: None,
             allowed_origins: Default::default(),
             max_connections_per_ip: None,
+            budget: Default::default(),
             heartbeat: Some(Duration::from_secs(20)),
             trusted_proxies: Default::default(),
             chaos: None,
@@ -118,9 +121,11 @@ impl Default for Config {
 }
 
 impl Config {
-    /// A server for tests: loopback, a free port.
+    /// A server for tests: loopback, a free port, and no budget (tests that check budgets
+    /// set one; the others send thousands of messages as fast as they can).
     pub fn ephemeral() -> Self {
         Config {
+            budget: crate::budget::Budget::off(),
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
             tls_port: 0,

@@ -1,6 +1,7 @@
 //! One connection's I/O: the HTTP request, then the WebSocket loop that carries out the peer
 //! handler's commands. This is the only code that touches the socket (ranch's connection
 //! process, in the book's stack).
+use crate::budget::{self, OverTooLong, Throttle};
 use crate::hooks::{AuthData, TerminateReason};
 use crate::http::{self, Route};
 use crate::mailbox::{Control, Delivered, Inbox, PeerMsg};
@@ -32,6 +33,7 @@ use std::task::Poll;
 use std::time::Duration;
 use supervisors::StopReason;
 
+mod client_close;
 mod faulted;
 mod heartbeat;
 
@@ -87,8 +89,8 @@ impl BookSession {
             client,
         } = self;
         let id = inbox.owner().id();
-        let heartbeat = shared.config.heartbeat;
-        run(ws, handler, inbox, heartbeat, move |end, _| {
+        let pace = Pace::of(&shared);
+        run(ws, handler, inbox, pace, move |end, _| {
             log_end(id, &client, end);
             shared.bad_input(end);
         })
@@ -113,8 +115,8 @@ impl NamedSession {
             client,
         } = self;
         let id = inbox.owner().id();
-        let heartbeat = shared.config.heartbeat;
-        run(ws, handler, inbox, heartbeat, move |end, handler| {
+        let pace = Pace::of(&shared);
+        run(ws, handler, inbox, pace, move |end, handler| {
             ended_named(&shared, id, &client, handler.auth(), end);
         })
     }
@@ -613,7 +615,28 @@ enum Input {
     Info(Option<Delivered>),
     Frame(Option<Result<Message, WsError>>),
     Beat(heartbeat::Beat),
+    OverBudget(OverTooLong),
 }
+
+/// What keeps time on a connection: the heartbeat and the budget of what the client sends.
+struct Pace {
+    heartbeat: Option<heartbeat::Heartbeat>,
+    throttle: Option<Throttle>,
+}
+
+impl Pace {
+    fn of(shared: &Shared) -> Self {
+        Pace {
+            heartbeat: heartbeat::Heartbeat::new(shared.config.heartbeat),
+            throttle: Throttle::new(&shared.config.budget, Arc::clone(&shared.metrics.throttle)),
+        }
+    }
+}
+
+/// Inputs handled in a row without the task giving the thread back: a socket that always has
+/// a frame ready (a flood) or a mailbox that is never empty would otherwise keep the task
+/// running, and a scheduler thread from every other connection, for as long as it lasts.
+const YIELD_EVERY: u32 = 16;
 
 /// A WebSocket's life: the loop, then `finish` with how it ended. Everything the connection
 /// holds is this function's own (the loop borrows it), so it is stored once in the future.
@@ -621,11 +644,10 @@ async fn run<H: Handler>(
     mut ws: Ws,
     mut handler: H,
     mut inbox: Inbox,
-    heartbeat: Option<Duration>,
+    pace: Pace,
     finish: impl FnOnce(&End, &H),
 ) {
-    let beat = heartbeat::Heartbeat::new(heartbeat);
-    let end = AssertUnwindSafe(run_loop(&mut ws, &mut handler, &mut inbox, beat))
+    let end = AssertUnwindSafe(run_loop(&mut ws, &mut handler, &mut inbox, pace))
         .catch_unwind()
         .await;
     match end {
@@ -642,17 +664,18 @@ async fn run<H: Handler>(
     }
 }
 
-async fn run_loop(
-    ws: &mut Ws,
-    handler: &mut impl Handler,
-    inbox: &mut Inbox,
-    mut beat: Option<heartbeat::Heartbeat>,
-) -> End {
+async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox, pace: Pace) -> End {
+    let Pace {
+        heartbeat: mut beat,
+        mut throttle,
+    } = pace;
     // Alternate which side is polled first so that neither a busy socket nor a busy mailbox
     // starves the other.
     let mut inbox_first = false;
+    let mut in_a_row = 0;
     loop {
         inbox_first = !inbox_first;
+        let mut waited = false;
         let input = futures_lite::future::poll_fn(|cx| {
             let mut rx = inbox.receiver();
             let mut poll_inbox = |cx: &mut std::task::Context<'_>| match rx.as_mut().poll_next(cx) {
@@ -664,24 +687,53 @@ async fn run_loop(
                     return Poll::Ready(i);
                 }
             }
-            if let Poll::Ready(f) = Pin::new(&mut *ws).poll_next(cx) {
-                return Poll::Ready(Input::Frame(f));
+            // Over budget, the socket is not read: what the client sends waits in the kernel's
+            // buffers, and TCP then stops the sender.
+            let open = throttle
+                .as_mut()
+                .map_or(Poll::Ready(Ok(())), |t| t.poll_open(cx));
+            match open {
+                Poll::Ready(Ok(())) => {
+                    if let Poll::Ready(f) = Pin::new(&mut *ws).poll_next(cx) {
+                        return Poll::Ready(Input::Frame(f));
+                    }
+                }
+                Poll::Ready(Err(over)) => return Poll::Ready(Input::OverBudget(over)),
+                Poll::Pending => {}
             }
             if !inbox_first {
                 if let Poll::Ready(i) = poll_inbox(cx) {
                     return Poll::Ready(i);
                 }
             }
-            match beat.as_mut().map(|b| b.poll_beat(cx)) {
+            let beat = match beat.as_mut().map(|b| b.poll_beat(cx)) {
                 Some(Poll::Ready(b)) => Poll::Ready(Input::Beat(b)),
                 _ => Poll::Pending,
-            }
+            };
+            waited |= beat.is_pending();
+            beat
         })
         .await;
-        if let (Some(beat), Input::Frame(Some(Ok(_)))) = (beat.as_mut(), &input) {
-            beat.heard();
+        in_a_row = if waited { 0 } else { in_a_row + 1 };
+        if in_a_row >= YIELD_EVERY {
+            in_a_row = 0;
+            futures_lite::future::yield_now().await;
+        }
+        if let Input::Frame(Some(Ok(frame))) = &input {
+            if let Some(beat) = beat.as_mut() {
+                beat.heard();
+            }
+            if let Some(t) = throttle.as_mut() {
+                t.charge(frame.len());
+            }
         }
         let command = match input {
+            Input::OverBudget(OverTooLong(over)) => {
+                let why = budget::OVER_BUDGET;
+                log::debug!("over budget for {over:?}");
+                close(ws, CloseCode::Policy, why).await;
+                return End::Server(CloseCode::Policy, why.to_owned());
+            }
             Input::Beat(heartbeat::Beat::Ping) => {
                 Some(Command::Send(Message::Ping(Vec::new().into())))
             }
@@ -731,10 +783,11 @@ async fn run_loop(
                 log::debug!("binary frame ignored");
                 None
             }
-            // tungstenite queued the pong, or the reply to the client's close: send it now, not
-            // with the next message (a `left` arriving after a close would fail on the closing
-            // socket, and the client would never see its close answered).
-            Input::Frame(Some(Ok(Message::Ping(_) | Message::Close(_)))) => {
+            Input::Frame(Some(Ok(Message::Close(frame)))) => {
+                return client_close::answer(ws, frame.as_ref()).await;
+            }
+            // tungstenite queued the pong: send it now, not with the next message.
+            Input::Frame(Some(Ok(Message::Ping(_)))) => {
                 match interruptible(inbox, ws.flush()).await {
                     Written::Done(Ok(())) => None,
                     Written::Done(Err(_)) => return End::Closed,
@@ -907,7 +960,15 @@ async fn close(ws: &mut Ws, code: CloseCode, reason: &str) {
             return;
         }
         written = true;
-        while let Some(Ok(_)) = futures_lite::StreamExt::next(ws).await {}
+        // A client still flooding keeps this loop busy for the whole linger: it gives the
+        // thread back as the connection's loop does.
+        let mut in_a_row = 0;
+        while let Some(Ok(_)) = futures_lite::StreamExt::next(ws).await {
+            in_a_row += 1;
+            if in_a_row % YIELD_EVERY == 0 {
+                futures_lite::future::yield_now().await;
+            }
+        }
         drain(ws.get_mut()).await;
     };
     handshake
@@ -930,7 +991,13 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 async fn drain(stream: &mut Stream) {
     stream.shutdown_write().await;
     let mut sink = [0u8; 16 * 1024];
-    while let Ok(1..) = futures_lite::AsyncReadExt::read(stream, &mut sink).await {}
+    let mut in_a_row = 0;
+    while let Ok(1..) = futures_lite::AsyncReadExt::read(stream, &mut sink).await {
+        in_a_row += 1;
+        if in_a_row % YIELD_EVERY == 0 {
+            futures_lite::future::yield_now().await;
+        }
+    }
 }
 
 #[cfg(test)]

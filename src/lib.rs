@@ -14,7 +14,7 @@
 //!
 //! And the pieces without a process: [`book_protocol`] and [`rooms_protocol`] (the wire
 //! formats, no I/O), [`auth`] (credentials, checked before the upgrade), [`http`]
-//! (upgrade and static files), [`mailbox`] (a peer's bounded inbox), [`trusted_proxies`] (who a client is behind a proxy), [`channel`] (a room's), [`events`], [`config`].
+//! (upgrade and static files), [`mailbox`] (a peer's bounded inbox), [`trusted_proxies`] (who a client is behind a proxy), [`budget`] (what one connection may send), [`channel`] (a room's), [`events`], [`config`].
 //!
 //! Fault injection and introspection: [`admin`] (the admin API and observer page, on a listener
 //! of its own), [`metrics`] (Prometheus counters), [`chaos`] (seeded random crashes), [`faults`]
@@ -26,6 +26,7 @@ mod announced;
 pub mod app_env;
 pub mod auth;
 pub mod book_protocol;
+pub mod budget;
 pub mod channel;
 pub mod chaos;
 pub mod cluster;

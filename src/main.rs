@@ -100,6 +100,15 @@ struct Cli {
     /// This node's id in the cluster (1 to 64 of A-Z a-z 0-9 . _ -) [default: random, logged].
     #[arg(long, value_name = "ID", requires = "cluster")]
     node_id: Option<rtcserver::cluster::NodeId>,
+    /// Frames one WebSocket may send per second, with a burst of 2 s worth; over it the
+    /// socket is not read until the budget refills, and a client over it for 10 s is closed
+    /// with 1008; 0: no limit [default: 1000].
+    #[arg(long, value_name = "N")]
+    max_messages_per_sec: Option<u64>,
+    /// Bytes (frame payloads) one WebSocket may send per second, with a burst of 2 s worth;
+    /// as --max-messages-per-sec; 0: no limit [default: 4194304].
+    #[arg(long, value_name = "BYTES")]
+    max_bytes_per_sec: Option<u64>,
     #[command(flatten)]
     admin: rtcserver::admin::cli::AdminArgs,
 }
@@ -191,6 +200,12 @@ fn main() -> ExitCode {
     config.tls_port = cli.tls_port;
     config.tls_only = cli.tls_only;
     config.max_connections_per_ip = cli.max_connections_per_ip;
+    if let Some(n) = cli.max_messages_per_sec.or(env.max_messages_per_sec) {
+        config.budget.messages = rtcserver::budget::Rate::per_sec(n);
+    }
+    if let Some(n) = cli.max_bytes_per_sec.or(env.max_bytes_per_sec) {
+        config.budget.bytes = rtcserver::budget::Rate::per_sec(n);
+    }
     config.heartbeat = Some(Duration::from_secs(cli.heartbeat_secs)).filter(|d| !d.is_zero());
     if let Some(origins) = cli.allowed_origins.or(env.allowed_origins) {
         config.allowed_origins = origins;

@@ -64,6 +64,7 @@ impl ByKind {
 /// The server's counters; one per running server.
 pub struct Metrics {
     pub relay: std::sync::Arc<RelayCounters>,
+    pub throttle: std::sync::Arc<crate::budget::ThrottleCounters>,
     accepted: AtomicU64,
     crashes: ByKind,
     restarts: ByKind,
@@ -81,6 +82,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             relay: Default::default(),
+            throttle: Default::default(),
             accepted: AtomicU64::new(0),
             crashes: ByKind::default(),
             restarts: ByKind::default(),
@@ -106,6 +108,7 @@ pub fn bad_input_reason(code: u16, why: &str) -> &'static str {
         1007 => "not_json",
         1009 => "too_big",
         1002 => "protocol",
+        1008 if why == crate::budget::OVER_BUDGET => "over_budget",
         1008 => "slow_reader",
         _ => "other",
     }
@@ -248,6 +251,19 @@ impl Metrics {
             "counter",
             "Bytes of the frames queued from one peer to another.",
             &plain(self.relay.bytes()),
+        );
+        metric(
+            "rtcserver_throttled_frames_total",
+            "counter",
+            "Frames read late because their connection was over its budget \
+             (--max-messages-per-sec, --max-bytes-per-sec).",
+            &plain(self.throttle.frames()),
+        );
+        metric(
+            "rtcserver_throttled_connections_total",
+            "counter",
+            "Connections that had at least one frame read late for being over their budget.",
+            &plain(self.throttle.connections()),
         );
         let by_kind = |counts: &ByKind| -> Vec<(String, u64)> {
             KINDS

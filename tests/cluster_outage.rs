@@ -62,8 +62,9 @@ fn redis_away_ten_seconds_then_back_empty() {
             }
         }
     }
-    let (mut a, mut b) = (a, b);
-    let dump = Dump(&mut a, &mut b);
+    let back_again = std::cell::RefCell::new(None);
+    let (mut node_a, mut node_b) = (a, b);
+    let dump = Dump(&mut node_a, &mut node_b);
     let (a, b) = (&*dump.0, &*dump.1);
     run(async {
         // A named room and a book room across the nodes, a book room within A.
@@ -100,7 +101,7 @@ fn redis_away_ten_seconds_then_back_empty() {
         caller.send(r#"{"type":"during","note":"dropped"}"#).await;
         async_io::Timer::after(Duration::from_secs(10).saturating_sub(down.elapsed())).await;
 
-        let _redis = Redis::start_on(port);
+        *back_again.borrow_mut() = Some(Redis::start_on(port));
         let back = Instant::now();
         // Cross-node relaying resumes within 5 s: probes until one arrives.
         let mut i = 0;
@@ -169,7 +170,12 @@ fn redis_away_ten_seconds_then_back_empty() {
         {
             c.close().await;
         }
-        drop(_redis);
     });
     drop(dump);
+    node_a.stop();
+    node_b.stop();
+    back_again
+        .into_inner()
+        .expect("Redis started again")
+        .assert_clean();
 }

@@ -156,7 +156,8 @@ const MIB: u64 = 1024;
 
 #[test]
 fn small_relays_do_not_keep_big_ignored_frames_alive() {
-    let (bin, addr, admin) = binary(&[]);
+    // 200 MB sent as fast as the server reads: at the default byte budget, 50 s.
+    let (bin, addr, admin) = binary(&["--max-bytes-per-sec", "0"]);
     run(async {
         let mut events = Sse::open(admin).await;
         let mut partner = Client::connect(addr, "/").await;

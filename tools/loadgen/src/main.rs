@@ -16,7 +16,7 @@ use loadgen::adapter::peerjs::PeerJs;
 use loadgen::adapter::rooms::Rooms;
 use loadgen::adapter::{Adapter, AdapterKind};
 use loadgen::target::{self, Target};
-use loadgen::workload::{hold, rate, relay, setup, Env};
+use loadgen::workload::{fair, hold, rate, relay, setup, Env};
 use loadgen::{limits, report};
 
 #[derive(Debug, Parser)]
@@ -56,6 +56,8 @@ enum Workload {
     Setup(setup::SetupArgs),
     /// Open-loop relay at a fixed rate: latency from the intended send time.
     Rate(rate::RateArgs),
+    /// A numbered pair's round trip alone, then beside a flood, a stalled reader and churn.
+    Fair(fair::FairArgs),
 }
 
 impl Workload {
@@ -65,6 +67,7 @@ impl Workload {
             Self::Relay(_) => "relay",
             Self::Setup(_) => "setup",
             Self::Rate(_) => "rate",
+            Self::Fair(_) => "fair",
         }
     }
 }
@@ -145,5 +148,6 @@ async fn run_workload<A: Adapter>(env: &Env<A>, workload: &Workload) -> Result<(
         Workload::Relay(args) => relay::run(env, args).await,
         Workload::Setup(args) => setup::run(env, args).await,
         Workload::Rate(args) => rate::run(env, args).await,
+        Workload::Fair(args) => fair::run(env, args).await,
     }
 }

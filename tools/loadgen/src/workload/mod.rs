@@ -14,6 +14,7 @@ use crate::adapter::Adapter;
 use crate::report;
 use crate::transport::{self, Closed, Peer};
 
+pub mod fair;
 pub mod hold;
 pub mod rate;
 pub mod relay;
