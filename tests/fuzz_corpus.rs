@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// all on a loaded machine.
 const MUTATIONS: u64 = 10_000;
 /// And at most this long per target, whatever the machine.
-const TIME: Duration = Duration::from_secs(2);
+const TIME: Duration = Duration::from_secs(1);
 
 /// Bytes that parsers branch on: JSON, Erlang, HTTP, percent-escapes, TOML.
 const TOKENS: &[&[u8]] = &[

@@ -110,12 +110,21 @@ fn fields(
 
 /// The book protocol: a frame is accepted exactly when it is a JSON object, and a room number
 /// taken from it is one GETROOM could have given.
+///
+/// A number beyond f64 (`1e999`) is JSON by the grammar (RFC 8259 §6 leaves the range to
+/// implementations; a browser's `JSON.parse` reads Infinity) but not to `serde_json::Value`: the
+/// server relays such a frame verbatim without reading the number (regressions/book_frame/), so
+/// there the reference has no answer and only "no panic" is checked.
 pub fn book_frame(data: &[u8]) {
     let Some(text) = text(data) else {
         return;
     };
     let parsed = book_protocol::parse(text);
-    let object = matches!(serde_json::from_str::<Value>(text), Ok(Value::Object(_)));
+    let reference = serde_json::from_str::<Value>(text);
+    if matches!(&reference, Err(e) if e.to_string().starts_with("number out of range")) {
+        return;
+    }
+    let object = matches!(reference, Ok(Value::Object(_)));
     assert_eq!(parsed.is_ok(), object, "{parsed:?} for {text:?}");
     if let Ok(ClientMessage::EnterRoom(Some(n))) = parsed {
         assert!((1..=MAX_ROOM).contains(&n), "room {n}");
