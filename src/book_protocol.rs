@@ -3,8 +3,9 @@
 //! Parsing is done once per frame, borrowing from it: the kind of a message is decided while serde
 //! walks the object, so a relayed `offer` costs one validating pass and no allocation. What is
 //! relayed is the frame itself, never a re-encoding (the contract says "verbatim").
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -105,49 +106,12 @@ struct TypeField(Kind);
 
 impl<'de> Deserialize<'de> for TypeField {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(TypeVisitor)
-    }
-}
-
-struct TypeVisitor;
-
-impl<'de> Visitor<'de> for TypeVisitor {
-    type Value = TypeField;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<TypeField, E> {
-        Ok(TypeField(match v {
-            "GETROOM" => Kind::GetRoom,
-            "ENTERROOM" => Kind::EnterRoom,
+        let raw = <&'de RawValue>::deserialize(d)?;
+        Ok(TypeField(match string(raw).as_deref() {
+            Some("GETROOM") => Kind::GetRoom,
+            Some("ENTERROOM") => Kind::EnterRoom,
             _ => Kind::Other,
         }))
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<TypeField, E> {
-        Ok(TypeField(Kind::Other))
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<TypeField, E> {
-        Ok(TypeField(Kind::Other))
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<TypeField, E> {
-        Ok(TypeField(Kind::Other))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<TypeField, E> {
-        Ok(TypeField(Kind::Other))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<TypeField, E> {
-        Ok(TypeField(Kind::Other))
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<TypeField, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(TypeField(Kind::Other))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TypeField, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(TypeField(Kind::Other))
     }
 }
 
@@ -157,54 +121,41 @@ struct RoomValue(Option<u32>);
 
 impl<'de> Deserialize<'de> for RoomValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(RoomValueVisitor)
+        let raw = <&'de RawValue>::deserialize(d)?;
+        let text = raw.get();
+        let digits =
+            |v: &str| !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit());
+        // An integer literal as written (JSON has no leading zeros or `+`); a fraction, an
+        // exponent or a sign is not a room number.
+        let number = if digits(text) {
+            text.parse::<u64>().ok()
+        } else {
+            string(raw)
+                .filter(|v| digits(v))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        Ok(RoomValue(number.and_then(room_number)))
     }
 }
-
-struct RoomValueVisitor;
 
 fn room_number(n: u64) -> Option<u32> {
     u32::try_from(n).ok().filter(|n| (1..=MAX_ROOM).contains(n))
 }
 
-impl<'de> Visitor<'de> for RoomValueVisitor {
-    type Value = RoomValue;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a room number")
+/// The value as text when it is a JSON string (borrowed unless it holds escapes).
+///
+/// `type` and `value` are taken raw, already checked as JSON, and only read when they are a string
+/// or a plain integer: read through `deserialize_any`, a number beyond f64 (`1e999`, JSON by the
+/// grammar) was an error, so the frame was closed with 1007 instead of being relayed or answered
+/// WRONGROOM (found by fuzz/; tests/fuzz_regressions.rs).
+fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
     }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RoomValue, E> {
-        Ok(RoomValue(room_number(v)))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RoomValue, E> {
-        Ok(RoomValue(u64::try_from(v).ok().and_then(room_number)))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<RoomValue, E> {
-        Ok(RoomValue(None))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<RoomValue, E> {
-        let digits = !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit());
-        Ok(RoomValue(
-            digits
-                .then(|| v.parse::<u64>().ok())
-                .flatten()
-                .and_then(room_number),
-        ))
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<RoomValue, E> {
-        Ok(RoomValue(None))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<RoomValue, E> {
-        Ok(RoomValue(None))
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RoomValue, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(RoomValue(None))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RoomValue, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(RoomValue(None))
+    match serde_json::from_str::<&str>(text) {
+        Ok(plain) => Some(Cow::Borrowed(plain)),
+        Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
     }
 }
 
@@ -286,6 +237,20 @@ mod tests {
     #[test]
     fn escaped_type_strings_are_understood() {
         assert_eq!(parse(r#"{"type":"GET\u0052OOM"}"#), Ok(GetRoom));
+        assert_eq!(
+            parse(r#"{"type":"ENTERROOM","value":"\u0031\u0032"}"#),
+            Ok(EnterRoom(Some(12)))
+        );
+    }
+
+    #[test]
+    fn numbers_beyond_f64_are_json_like_any_other() {
+        assert_eq!(parse(r#"{"type":1e999}"#), Ok(Relay));
+        assert_eq!(parse(r#"{"type":"offer","n":-1e999}"#), Ok(Relay));
+        for value in ["1e999", "-1e999", "1e2", "100000000000000000000000"] {
+            let frame = format!(r#"{{"type":"ENTERROOM","value":{value}}}"#);
+            assert_eq!(parse(&frame), Ok(EnterRoom(None)), "{frame}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! - `procfs`    — the server's RSS and CPU time, read from /proc
 //! - `limits`    — RLIMIT_NOFILE, raised so tens of thousands of sockets fit
 //! - `report`    — the one JSON line on stdout and the latency histograms
-//! - `workload`  — one module per subcommand (`hold`, `relay`, `setup`, `rate`)
+//! - `workload`  — one module per subcommand (`hold`, `relay`, `setup`, `rate`, `soak`)
 //! - `ceiling`   — the reference relay server
 #![forbid(unsafe_code)]
 

@@ -19,6 +19,7 @@ pub mod hold;
 pub mod rate;
 pub mod relay;
 pub mod setup;
+pub mod soak;
 
 /// What every workload gets from the command line besides its own flags.
 pub struct Env<A> {

@@ -145,7 +145,7 @@ pub async fn run<A: Adapter>(env: &Env<A>, args: &SetupArgs) -> Result<(Value, S
 
 /// One call setup as the book's client does it: the joiner sends the offer right after ENTERROOM, the creator
 /// answers, both trickle candidates, both hang up. Returns whether both closes were clean.
-async fn one_setup<A: Adapter>(env: &Env<A>, index: u64, size: usize) -> Result<bool> {
+pub async fn one_setup<A: Adapter>(env: &Env<A>, index: u64, size: usize) -> Result<bool> {
     let adapter = &*env.adapter;
     let offer = payload::sdp_message("offer", index, size);
     let mut pair = open_pair(env, index, &offer).await?;
