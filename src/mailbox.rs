@@ -222,6 +222,25 @@ pub struct Receiver {
 pub struct Empty;
 
 impl Shared {
+    fn new(
+        id: PeerId,
+        limit_bytes: usize,
+        counters: Arc<RelayCounters>,
+        remote: Option<Arc<crate::cluster::proxy::Remote>>,
+    ) -> Arc<Self> {
+        Arc::new(Shared {
+            id,
+            queue: Queue::new(),
+            alive: AtomicBool::new(true),
+            control: AtomicU8::new(0),
+            controlled: Event::new(),
+            queued_bytes: AtomicUsize::new(0),
+            limit_bytes,
+            counters,
+            remote,
+        })
+    }
+
     /// Takes the most severe pending control order.
     fn take_control(&self) -> Option<Control> {
         let bits = self.control.load(Ordering::Acquire);
@@ -297,17 +316,7 @@ impl Mailbox {
         limit_bytes: usize,
         counters: Arc<RelayCounters>,
     ) -> (PeerRef, Inbox) {
-        let peer = PeerRef(Arc::new(Shared {
-            id,
-            queue: Queue::new(),
-            alive: AtomicBool::new(true),
-            control: AtomicU8::new(0),
-            controlled: Event::new(),
-            queued_bytes: AtomicUsize::new(0),
-            limit_bytes,
-            counters,
-            remote: None,
-        }));
+        let peer = PeerRef(Shared::new(id, limit_bytes, counters, None));
         let rx = Receiver {
             shared: Arc::clone(&peer.0),
             listener: None,
@@ -320,17 +329,7 @@ impl Mailbox {
     /// A member held by another node: no queue, no socket; what is sent to it is published
     /// through `remote` (see [`crate::cluster::proxy`]).
     pub fn proxy(id: PeerId, remote: Arc<crate::cluster::proxy::Remote>) -> PeerRef {
-        let peer = PeerRef(Arc::new(Shared {
-            id,
-            queue: Queue::new(),
-            alive: AtomicBool::new(true),
-            control: AtomicU8::new(0),
-            controlled: Event::new(),
-            queued_bytes: AtomicUsize::new(0),
-            limit_bytes: 0,
-            counters: Arc::default(),
-            remote: Some(remote),
-        }));
+        let peer = PeerRef(Shared::new(id, 0, Arc::default(), Some(remote)));
         peer.0.queue.close();
         peer
     }

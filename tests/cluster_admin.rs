@@ -2,8 +2,8 @@
 //! live nodes, the `/metrics` series, `node_up` / `node_down` on `/events`.
 mod common;
 use common::admin::{get, Sse};
-use common::cluster::{Node, Redis};
-use common::{run, Client};
+use common::cluster::{book_pair, Node, Redis};
+use common::run;
 
 #[test]
 fn the_admin_api_shows_the_nodes_the_traffic_and_a_node_going() {
@@ -32,10 +32,7 @@ fn the_admin_api_shows_the_nodes_the_traffic_and_a_node_going() {
             assert!(n["lease_age_ms"].as_u64().expect("age") < 6000, "{n}");
         }
         // Traffic across the nodes is counted on both sides.
-        let mut caller = Client::connect(a.addr, "/").await;
-        let mut callee = Client::connect(b.addr, "/").await;
-        let room = caller.get_room().await;
-        callee.enter(room, &mut caller).await;
+        let (mut caller, mut callee, _) = book_pair(&a, &b).await;
         for i in 0..10 {
             caller.send(&format!(r#"{{"type":"n","i":{i}}}"#)).await;
             callee.recv_text().await;

@@ -1,7 +1,7 @@
 //! The book protocol across the nodes of a cluster (docs/cluster.md): separate node processes
 //! on one redis-server of the test's own, loopback only.
 mod common;
-use common::cluster::{Node, Redis};
+use common::cluster::{book_pair, stop_all, Node, Redis};
 use common::{relay_numbered, run, within, Client, WAIT};
 
 /// GETROOM on A, ENTERROOM on B, then 1,000 numbered messages each way: each arrives once, in
@@ -12,19 +12,13 @@ fn a_room_spans_two_nodes_and_relays_in_order_both_ways() {
     let a = Node::start(&redis, "a");
     let b = Node::start(&redis, "b");
     run(async {
-        let mut caller = Client::connect(a.addr, "/").await;
-        let mut callee = Client::connect(b.addr, "/").await;
-        let room = caller.get_room().await;
-        callee.enter(room, &mut caller).await;
-        let (mut there, mut back) = (caller, callee);
-        relay_numbered(&mut there, &mut back, 1000, |_| {}).await;
-        relay_numbered(&mut back, &mut there, 1000, |_| {}).await;
-        there.close().await;
-        back.close().await;
+        let (mut caller, mut callee, _) = book_pair(&a, &b).await;
+        relay_numbered(&mut caller, &mut callee, 1000, |_| {}).await;
+        relay_numbered(&mut callee, &mut caller, 1000, |_| {}).await;
+        caller.close().await;
+        callee.close().await;
     });
-    a.stop();
-    b.stop();
-    redis.assert_clean();
+    stop_all(&redis, [a, b]);
 }
 
 /// 10 clients on 3 nodes race ENTERROOM into one room: exactly one gets in, 9 get WRONGROOM;
@@ -80,10 +74,7 @@ fn racing_enterrooms_from_three_nodes_admit_exactly_one() {
             r.close().await;
         }
     });
-    for node in nodes {
-        node.stop();
-    }
-    redis.assert_clean();
+    stop_all(&redis, nodes);
 }
 
 /// 1,000 GETROOMs spread over 3 nodes, numbers drawn from 1..=2000 (a node alone would clash
@@ -110,8 +101,5 @@ fn getrooms_on_three_nodes_give_distinct_numbers() {
             c.close().await;
         }
     });
-    for node in nodes {
-        node.stop();
-    }
-    redis.assert_clean();
+    stop_all(&redis, nodes);
 }

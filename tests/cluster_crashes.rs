@@ -3,7 +3,7 @@
 //! nobody anything.
 mod common;
 use common::admin::post;
-use common::cluster::{Node, Redis};
+use common::cluster::{book_pair, stop_all, Node, Redis};
 use common::{run, Client};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -50,10 +50,7 @@ fn crashing_a_spanning_book_room_and_the_registries_loses_nothing() {
     let a = Node::start(&redis, "a");
     let b = Node::start(&redis, "b");
     run(async {
-        let mut caller = Client::connect(a.addr, "/").await;
-        let mut callee = Client::connect(b.addr, "/").await;
-        let room = caller.get_room().await;
-        callee.enter(room, &mut caller).await;
+        let (mut caller, mut callee, room) = book_pair(&a, &b).await;
         let target = format!("room:{room}");
         let crashes = [
             (a.admin, target.as_str()),
@@ -66,9 +63,7 @@ fn crashing_a_spanning_book_room_and_the_registries_loses_nothing() {
         caller.close().await;
         callee.close().await;
     });
-    a.stop();
-    b.stop();
-    redis.assert_clean();
+    stop_all(&redis, [a, b]);
 }
 
 /// A named room on two nodes, crashed on each: its members hear no `left` or `joined`, and
@@ -105,7 +100,5 @@ fn crashing_a_spanning_named_room_tells_nobody_anything() {
         pa.close().await;
         pb.close().await;
     });
-    a.stop();
-    b.stop();
-    redis.assert_clean();
+    stop_all(&redis, [a, b]);
 }

@@ -3,7 +3,7 @@
 //! within 5 s, and room numbers stay unique.
 mod common;
 use async_tungstenite::tungstenite::Message;
-use common::cluster::{Node, Redis};
+use common::cluster::{book_pair, Node, Redis};
 use common::{relay_numbered, run, within, Client, WAIT};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -71,10 +71,7 @@ fn redis_away_ten_seconds_then_back_empty() {
         let (mut pa, _) = join(a.addr, "o").await;
         let (mut pb, idb) = join(b.addr, "o").await;
         assert_eq!(pa.expect_event("joined").await["peer_id"], idb);
-        let mut caller = Client::connect(a.addr, "/").await;
-        let mut callee = Client::connect(b.addr, "/").await;
-        let cross = caller.get_room().await;
-        callee.enter(cross, &mut caller).await;
+        let (mut caller, mut callee, cross) = book_pair(a, b).await;
         let mut local1 = Client::connect(a.addr, "/").await;
         let mut local2 = Client::connect(a.addr, "/").await;
         let within_a = local1.get_room().await;

@@ -1,7 +1,7 @@
 //! Named rooms across the nodes of a cluster, and what users see when a node goes
 //! (docs/cluster.md): separate node processes on one redis-server of the test's own.
 mod common;
-use common::cluster::{Node, Redis};
+use common::cluster::{stop_all, Node, Redis};
 use common::{run, within, Client, WAIT};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -88,10 +88,7 @@ fn a_named_room_spans_three_nodes_as_one_room() {
         pa.close().await;
         pb.close().await;
     });
-    for node in nodes {
-        node.stop();
-    }
-    redis.assert_clean();
+    stop_all(&redis, nodes);
 }
 
 /// `max_peers` 4, 8 clients racing from 3 nodes: exactly 4 in, 4 `room_is_full`.
@@ -134,10 +131,7 @@ fn max_peers_holds_across_nodes_under_a_race() {
             }
         }
     });
-    for node in nodes {
-        node.stop();
-    }
-    redis.assert_clean();
+    stop_all(&redis, nodes);
 }
 
 /// Reads until `want` `left`s arrived (ids returned), failing on anything else but `joined`.

@@ -158,3 +158,21 @@ impl Node {
         assert_eq!(code, Some(0), "node {} stops cleanly: {log:?}", self.id);
     }
 }
+
+/// A book room across two nodes: its creator on `creator`, the one who entered on `joiner`
+/// (the joiner's first relay has reached the creator).
+pub async fn book_pair(creator: &Node, joiner: &Node) -> (super::Client, super::Client, u32) {
+    let mut a = super::Client::connect(creator.addr, "/").await;
+    let mut b = super::Client::connect(joiner.addr, "/").await;
+    let room = a.get_room().await;
+    b.enter(room, &mut a).await;
+    (a, b, room)
+}
+
+/// Stops every node in order (SIGTERM, exit 0), then checks Redis holds nothing of theirs.
+pub fn stop_all(redis: &Redis, nodes: impl IntoIterator<Item = Node>) {
+    for node in nodes {
+        node.stop();
+    }
+    redis.assert_clean();
+}
