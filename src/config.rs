@@ -57,6 +57,9 @@ pub struct Config {
     /// `--heartbeat-secs`: a ping this often, and a connection silent for 3 times it ended;
     /// `None` (or zero): off.
     pub heartbeat: Option<Duration>,
+    /// `--resume-window-ms`: how long a resumable peer whose connection dropped stays a
+    /// member (at most 300 s); zero turns resume off.
+    pub resume_window: Duration,
     /// `--max-messages-per-sec` and `--max-bytes-per-sec`: what one connection may send.
     pub budget: crate::budget::Budget,
     /// WebSockets one client address may hold at once; `None`: no limit.
@@ -109,6 +112,7 @@ impl Default for Config {
             max_connections_per_ip: None,
             budget: Default::default(),
             heartbeat: Some(Duration::from_secs(20)),
+            resume_window: Duration::from_millis(20_000),
             trusted_proxies: Default::default(),
             chaos: None,
             chaos_seed: None,

@@ -10,6 +10,7 @@ use crate::origins::Verdict;
 use crate::peer::{BookPeer, Command, Handler};
 use crate::per_ip::{IpSlot, OverLimit};
 use crate::registry::PeerId;
+use crate::resume::wire as resume_wire;
 use crate::rooms_protocol::{self, RoomMessage};
 use crate::rooms_sup::NamedJoinError;
 use crate::rtcserver_app::Shared;
@@ -36,6 +37,7 @@ use supervisors::StopReason;
 mod client_close;
 mod faulted;
 mod heartbeat;
+mod resume;
 
 type Ws = WebSocketStream<Stream>;
 
@@ -105,9 +107,9 @@ impl BookSession {
         } = self;
         let id = inbox.owner().id();
         let pace = Pace::of(&shared);
-        run(ws, handler, inbox, pace, move |end, _| {
-            log_end(id, &client, end);
-            shared.bad_input(end);
+        run(ws, handler, inbox, pace, move |end, _, _| {
+            log_end(id, &client, &end);
+            shared.bad_input(&end);
         })
     }
 }
@@ -118,6 +120,8 @@ struct NamedSession {
     handler: NamedPeer,
     inbox: Inbox,
     client: String,
+    /// The id of the peer process serving this session: not the peer's own after a resume.
+    process: PeerId,
 }
 
 impl NamedSession {
@@ -128,11 +132,20 @@ impl NamedSession {
             handler,
             inbox,
             client,
+            process,
         } = self;
         let id = inbox.owner().id();
-        let pace = Pace::of(&shared);
-        run(ws, handler, inbox, pace, move |end, handler| {
-            ended_named(&shared, id, &client, handler.auth(), end);
+        let pace = if handler.is_resumable() {
+            Pace::resumable(&shared)
+        } else {
+            Pace::of(&shared)
+        };
+        run(ws, handler, inbox, pace, move |end, handler, inbox| {
+            if handler.is_resumable() {
+                resume::ended(&shared, process, &client, end, handler, inbox);
+            } else {
+                ended_named(&shared, id, &client, handler.auth(), &end);
+            }
         })
     }
 }
@@ -141,13 +154,19 @@ impl NamedSession {
 fn ended_named(shared: &Shared, id: PeerId, client: &str, auth: &AuthData, end: &End) {
     log_end(id, client, end);
     shared.bad_input(end);
-    let reason = match end {
-        End::Closed => TerminateReason::Closed,
+    shared.peer_hooks.on_terminate(auth, &terminate_reason(end));
+}
+
+/// How the peer hooks' `on_terminate` hears of an end.
+fn terminate_reason(end: &End) -> TerminateReason {
+    match end {
+        End::Closed | End::ClientClose(_) => TerminateReason::Closed,
         End::Server(code, why) | End::Injected(code, why) => {
             TerminateReason::Server(u16::from(*code), why.clone())
         }
-    };
-    shared.peer_hooks.on_terminate(auth, &reason);
+        End::Silent(why) => TerminateReason::Server(1001, why.clone()),
+        End::Replaced => TerminateReason::Server(resume_wire::REPLACED_CLOSE, "replaced".into()),
+    }
 }
 
 /// The handshake phase: everything before the WebSocket's life, or the whole of a plain HTTP
@@ -464,11 +483,20 @@ async fn serve_named(
     // From here on the hooks hear of every end, a crash included: `on_terminate` pairs with the
     // `on_init` that admitted the peer.
     let public = from.public();
-    let entered = AssertUnwindSafe(enter_named(
-        &shared, stream, request, &auth, client, &public, inbox,
-    ))
-    .catch_unwind()
-    .await;
+    let resumable = shared.resume.enabled() && resume::asked(&request.query, "resumable");
+    let entered = if shared.resume.enabled() && resume::asked(&request.query, "resume") {
+        AssertUnwindSafe(resume::serve(
+            &shared, stream, request, &auth, client, &public, inbox,
+        ))
+        .catch_unwind()
+        .await
+    } else {
+        AssertUnwindSafe(enter_named(
+            &shared, stream, request, &auth, client, &public, inbox, resumable,
+        ))
+        .catch_unwind()
+        .await
+    };
     match entered {
         Ok(Ok(session)) => Some(Session::Named(session)),
         Ok(Err(end)) => {
@@ -483,7 +511,9 @@ async fn serve_named(
     }
 }
 
-/// An admitted named peer: the upgrade, the room's answer, the `authenticated` welcome.
+/// An admitted named peer: the upgrade, the room's answer, the `authenticated` welcome (with
+/// its resume token, for a peer that asked to be `resumable`).
+#[allow(clippy::too_many_arguments)]
 async fn enter_named(
     shared: &Arc<Shared>,
     stream: Stream,
@@ -492,6 +522,7 @@ async fn enter_named(
     client: &str,
     public: &str,
     inbox: Inbox,
+    resumable: bool,
 ) -> Result<NamedSession, End> {
     let id = inbox.owner().id();
     let Some(mut ws) = upgrade(shared, stream, request).await else {
@@ -505,7 +536,7 @@ async fn enter_named(
         .await
     {
         Ok((room, members)) => {
-            let handler = NamedPeer::new(
+            let mut handler = NamedPeer::new(
                 inbox.owner().clone(),
                 auth.clone(),
                 Arc::clone(&room),
@@ -515,12 +546,31 @@ async fn enter_named(
             )
             .with_chaos(shared.chaos.clone())
             .with_faults(shared.faults.clone());
-            let welcome = RoomMessage::authenticated(id, &room.name, &members);
+            let mut welcome = RoomMessage::authenticated(id, &room.name, &members);
+            if resumable {
+                handler = handler.with_resume(Arc::clone(&shared.resume));
+                let identity = crate::resume::token::Identity::of(&auth.credentials);
+                let token = shared
+                    .resume
+                    .open(id, &room.name, identity, inbox.owner().clone());
+                welcome = resume_wire::with_resume(welcome, &token, shared.resume.window());
+            }
             let welcomed = match handler.reply(welcome) {
                 Some(Command::Send(frame)) => ws.send(frame).await.is_ok(),
                 _ => true,
             };
             if !welcomed {
+                // Resumable or not, a peer that never got its welcome has nothing to resume.
+                if resumable {
+                    let parked = crate::resume::Parked { inbox, handler };
+                    if let crate::resume::AfterEnd::Over(parked) =
+                        shared
+                            .resume
+                            .ended(id, crate::resume::Ending::Leave, parked)
+                    {
+                        drop(parked);
+                    }
+                }
                 return Err(End::Closed);
             }
             Ok(NamedSession {
@@ -529,6 +579,7 @@ async fn enter_named(
                 handler,
                 inbox,
                 client: client.to_owned(),
+                process: id,
             })
         }
         Err(NamedJoinError::Refused(refusal)) => {
@@ -585,7 +636,9 @@ async fn refuse(
 
 fn log_end(id: PeerId, client: &str, end: &End) {
     match end {
-        End::Closed => log::info!("peer {id} ({client}) disconnected"),
+        End::Closed | End::ClientClose(_) => log::info!("peer {id} ({client}) disconnected"),
+        End::Silent(why) => log::info!("peer {id} ({client}) closed with 1001: {why}"),
+        End::Replaced => log::info!("peer {id} ({client}) replaced by a resume"),
         End::Server(code, why) if is_bad_input(*code) => {
             log::warn!(
                 "peer {id} ({client}) closed with {}: {why}",
@@ -610,8 +663,14 @@ fn log_end(id: PeerId, client: &str, end: &End) {
 /// How a WebSocket ended.
 #[derive(Debug)]
 pub(crate) enum End {
-    /// By the client, or the network.
+    /// By the network (or a close the client started, on the book's endpoint).
     Closed,
+    /// A close the client started, with its code (none for an empty close frame).
+    ClientClose(Option<u16>),
+    /// Nothing (frame or pong) came for 3 heartbeats: closed by us with 1001.
+    Silent(String),
+    /// A resume took the session: closed by us with 4001.
+    Replaced,
     /// By us, with this close code.
     Server(CloseCode, String),
     /// By a fault rule's `close` (this code) or `reset` (1006, no close frame): not bad input,
@@ -646,6 +705,15 @@ impl Pace {
             throttle: Throttle::new(&shared.config.budget, Arc::clone(&shared.metrics.throttle)),
         }
     }
+
+    /// A resumable peer is pinged every 5 s and detached after 15 s of silence, whatever
+    /// `--heartbeat-secs` says: its window starts when the network went, not minutes later.
+    fn resumable(shared: &Shared) -> Self {
+        Pace {
+            heartbeat: heartbeat::Heartbeat::new(Some(resume::HEARTBEAT)),
+            ..Pace::of(shared)
+        }
+    }
 }
 
 /// Inputs handled in a row without the task giving the thread back: a socket that always has
@@ -660,19 +728,21 @@ async fn run<H: Handler>(
     mut handler: H,
     mut inbox: Inbox,
     pace: Pace,
-    finish: impl FnOnce(&End, &H),
+    finish: impl FnOnce(End, H, Inbox),
 ) {
     let end = AssertUnwindSafe(run_loop(&mut ws, &mut handler, &mut inbox, pace))
         .catch_unwind()
         .await;
+    drop(ws);
     match end {
-        Ok(end) => finish(&end, &handler),
+        Ok(end) => finish(end, handler, inbox),
         Err(panic) => {
-            // A crash is an end too (the hooks' `on_terminate` hears of it as 1011); then the
-            // panic goes on to the supervisor.
+            // A crash is an end too (the hooks' `on_terminate` hears of it as 1011, a resumable
+            // peer is detached); then the panic goes on to the supervisor.
             finish(
-                &End::Server(CloseCode::Error, "internal error".into()),
-                &handler,
+                End::Server(CloseCode::Error, "internal error".into()),
+                handler,
+                inbox,
             );
             std::panic::resume_unwind(panic)
         }
@@ -755,7 +825,7 @@ async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox, pa
             Input::Beat(heartbeat::Beat::Dead(silent)) => {
                 let why = format!("no frame or pong for {} s", silent.as_secs());
                 close(ws, CloseCode::Away, "heartbeat timeout").await;
-                return End::Server(CloseCode::Away, why);
+                return End::Silent(why);
             }
             Input::Info(None) => return End::Closed,
             Input::Info(Some(Delivered::Control(control))) => {
@@ -919,6 +989,15 @@ async fn obey(ws: &mut Ws, inbox: &Inbox, control: Control, stuck: Stuck) -> End
                 close(ws, CloseCode::Policy, why).await;
             }
             return End::Server(CloseCode::Policy, why.into());
+        }
+        Control::Replaced => {
+            let code = CloseCode::from(resume_wire::REPLACED_CLOSE);
+            if stuck == Stuck::Yes {
+                abort(ws);
+            } else {
+                close(ws, code, "replaced").await;
+            }
+            return End::Replaced;
         }
         Control::Stop(StopReason::Shutdown) => (CloseCode::Away, "server shutting down"),
         Control::Stop(StopReason::SupervisorDown) => (CloseCode::Error, "supervisor down"),

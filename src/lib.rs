@@ -11,6 +11,7 @@
 //! - [`rooms_sup`] / [`room`]: room processes, so that joins are atomic (the original raced);
 //!   `announced`: what a named room has told its members, so that a `left` precedes a `joined`.
 //! - [`named_peer`] ← `Membrane.WebRTC.Server.Peer`: a `/socket/:room` peer, with [`hooks`].
+//! - [`resume`]: resume sessions of `/socket/:room` peers, and the task that holds a detached one.
 //!
 //! And the pieces without a process: [`book_protocol`] and [`rooms_protocol`] (the wire
 //! formats, no I/O), [`auth`] (credentials, checked before the upgrade), [`http`]
@@ -47,6 +48,7 @@ pub mod peer;
 pub mod peers_sup;
 pub mod per_ip;
 pub mod registry;
+pub mod resume;
 pub mod room;
 pub mod rooms_file;
 pub mod rooms_protocol;

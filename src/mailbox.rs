@@ -85,6 +85,9 @@ pub enum Control {
     Stop(StopReason),
     /// The outbound queue passed its byte limit: close as a slow consumer (1008).
     Overflow,
+    /// A resume took this peer's session: close with 4001 and hand the mailbox over
+    /// (docs/rooms-protocol.md, "Resume").
+    Replaced,
 }
 
 // One bit per control order, so that none is lost and none needs a queue slot.
@@ -92,6 +95,7 @@ const CRASH: u8 = 1;
 const STOP_SUPERVISOR_DOWN: u8 = 2;
 const STOP_SHUTDOWN: u8 = 4;
 const OVERFLOW: u8 = 8;
+const REPLACED: u8 = 16;
 
 impl Control {
     fn bit(self) -> u8 {
@@ -100,6 +104,7 @@ impl Control {
             Control::Stop(StopReason::SupervisorDown) => STOP_SUPERVISOR_DOWN,
             Control::Stop(StopReason::Shutdown) => STOP_SHUTDOWN,
             Control::Overflow => OVERFLOW,
+            Control::Replaced => REPLACED,
         }
     }
 
@@ -110,6 +115,7 @@ impl Control {
             Control::Stop(StopReason::SupervisorDown),
             Control::Stop(StopReason::Shutdown),
             Control::Overflow,
+            Control::Replaced,
         ]
         .into_iter()
         .find(|c| bits & c.bit() != 0)

@@ -79,6 +79,12 @@ struct Cli {
     /// come for 3 times as long, as a departure; 0: off.
     #[arg(long, value_name = "SECS", default_value_t = 20)]
     heartbeat_secs: u64,
+    /// How long a `/socket/:room` peer that joined with ?resumable=1 stays a member after its
+    /// connection drops, for a resume to take its place (docs/rooms-protocol.md, "Resume");
+    /// 0: resume off.
+    #[arg(long, value_name = "MS", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(0..=300_000))]
+    resume_window_ms: u64,
     /// WebSockets one client address may hold at once (behind --trusted-proxies, the forwarded
     /// address); one more gets HTTP 429 before the upgrade [default: no limit].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -207,6 +213,7 @@ fn main() -> ExitCode {
         config.budget.bytes = rtcserver::budget::Rate::per_sec(n);
     }
     config.heartbeat = Some(Duration::from_secs(cli.heartbeat_secs)).filter(|d| !d.is_zero());
+    config.resume_window = Duration::from_millis(cli.resume_window_ms);
     if let Some(origins) = cli.allowed_origins.or(env.allowed_origins) {
         config.allowed_origins = origins;
     }

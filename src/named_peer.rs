@@ -4,12 +4,15 @@
 //! `on_receive` and the room's `on_forward` hooks.
 use crate::chaos::Chaos;
 use crate::faults::{rule::Endpoint, Faults, Outgoing, Sender, Via};
-use crate::hooks::{Action, AuthData, PeerHooks, RoomContext, RoomHooks};
+use crate::hooks::{Action, AuthData, PeerHooks, RoomContext, RoomHooks, TerminateReason};
 use crate::mailbox::{PeerMsg, PeerRef};
 use crate::peer::{Command, Handler};
 use crate::registry::{PeerId, Registry, RoomKey};
+use crate::resume::kept::{Kept, Replay};
+use crate::resume::wire::{self, Failure};
+use crate::resume::Sessions;
 use crate::rooms_protocol::{self, description, RoomMessage, To};
-use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::{Message, Utf8Bytes};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -23,6 +26,19 @@ pub struct NamedPeer {
     room_hooks: Arc<dyn RoomHooks>,
     chaos: Option<Arc<Chaos>>,
     faults: Option<Faults>,
+    /// Set for a peer that asked for resume (`?resumable=1`).
+    resume: Option<Box<Resumable>>,
+}
+
+/// A resumable peer's side of its session: the frames it was sent, numbered and kept until
+/// acknowledged, and the last `cseq` it sent (docs/rooms-protocol.md, "Resume").
+struct Resumable {
+    sessions: Arc<Sessions>,
+    kept: Kept,
+    last_cseq: u64,
+    /// Whether a frame came on this connection yet: the first one retires the token the
+    /// resume rotated.
+    heard: bool,
 }
 
 impl NamedPeer {
@@ -44,7 +60,125 @@ impl NamedPeer {
             room_hooks,
             chaos: None,
             faults: None,
+            resume: None,
         }
+    }
+
+    /// Makes this peer resumable: from now on every frame it is sent is numbered and kept.
+    pub fn with_resume(mut self, sessions: Arc<Sessions>) -> Self {
+        self.resume = Some(Box::new(Resumable {
+            sessions,
+            kept: Kept::default(),
+            last_cseq: 0,
+            heard: false,
+        }));
+        self
+    }
+
+    pub fn id(&self) -> PeerId {
+        self.me.id()
+    }
+
+    pub fn is_resumable(&self) -> bool {
+        self.resume.is_some()
+    }
+
+    /// The last `cseq` this peer sent (0 if none), for `resumed`.
+    pub fn last_cseq(&self) -> u64 {
+        self.resume.as_ref().map_or(0, |r| r.last_cseq)
+    }
+
+    /// A resumed connection: its first frame has yet to retire the previous token.
+    pub fn resumed(&mut self) {
+        if let Some(r) = self.resume.as_mut() {
+            r.heard = false;
+        }
+    }
+
+    /// Whether a resume can continue from the client's `last_seq`.
+    pub fn can_replay(&self, last_seq: u64) -> Result<(), Failure> {
+        match self.resume.as_ref().map(|r| r.kept.check(last_seq)) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(Replay::Gap)) => Err(Failure::Gap),
+            Some(Err(Replay::BadSeq)) => Err(Failure::BadSeq),
+            None => Err(Failure::Unknown),
+        }
+    }
+
+    /// The frames after `last_seq` to resend, in order (after [`can_replay`](Self::can_replay)).
+    pub fn replay(&mut self, last_seq: u64) -> Vec<Utf8Bytes> {
+        self.resume
+            .as_mut()
+            .and_then(|r| r.kept.replay(last_seq).ok())
+            .unwrap_or_default()
+    }
+
+    /// While detached: what the connection would have sent for `msg`, numbered and kept.
+    pub fn keep(&mut self, msg: PeerMsg) {
+        let command = self.info(msg);
+        self.stamp(command, false);
+    }
+
+    pub fn kept_bytes(&self) -> usize {
+        self.resume.as_ref().map_or(0, |r| r.kept.bytes())
+    }
+
+    pub fn kept_frames(&self) -> usize {
+        self.resume.as_ref().map_or(0, |r| r.kept.len())
+    }
+
+    pub fn kept_over_bounds(&self) -> bool {
+        self.resume.as_ref().is_some_and(|r| r.kept.over_bounds())
+    }
+
+    /// The session ended for good (after a detach): the peer hooks hear of it now.
+    pub fn session_over(&self, reason: &TerminateReason) {
+        self.peer_hooks.on_terminate(&self.auth, reason);
+    }
+
+    /// Numbers and keeps a frame for a resumable peer's socket; `trim` while attached (the
+    /// oldest unacknowledged frames go past the bounds), not while detached (the session ends
+    /// past them instead).
+    fn stamp(&mut self, command: Option<Command>, trim: bool) -> Option<Command> {
+        let Some(r) = self.resume.as_mut() else {
+            return command;
+        };
+        match command {
+            Some(Command::Send(Message::Text(text))) => {
+                let numbered = r.kept.stamp(text.as_str());
+                if trim {
+                    r.kept.trim();
+                }
+                Some(Command::Send(Message::Text(numbered)))
+            }
+            other => other,
+        }
+    }
+
+    /// A resumable client's `ack` (handled here, never relayed) and `cseq` (a resent duplicate
+    /// is dropped); false when the frame is consumed.
+    fn resume_extras(&mut self, text: &str) -> bool {
+        let id = self.me.id();
+        let Some(r) = self.resume.as_mut() else {
+            return true;
+        };
+        if !r.heard {
+            r.heard = true;
+            r.sessions.confirm(id);
+        }
+        let extras = wire::extras(text);
+        if let Some(seq) = extras.ack {
+            r.kept.ack(seq);
+            return false;
+        }
+        if let Some(cseq) = extras.cseq {
+            if cseq <= r.last_cseq {
+                log::debug!("peer {id}: cseq {cseq} dropped as a resent duplicate");
+                return false;
+            }
+            r.last_cseq = cseq;
+        }
+        true
     }
 
     /// Chaos mode draws its room and peer decisions for each message this peer sends on.
@@ -182,13 +316,23 @@ fn unreached(to: Vec<String>, found: &[PeerRef]) -> Vec<String> {
 
 impl Handler for NamedPeer {
     async fn handle_text(&mut self, frame: Message) -> Option<Command> {
-        match &frame {
-            Message::Text(text) => self.received(text.as_str()),
+        let command = match &frame {
+            Message::Text(text) if self.resume_extras(text.as_str()) => {
+                self.received(text.as_str())
+            }
             _ => None,
-        }
+        };
+        self.stamp(command, true)
     }
 
     fn handle_info(&mut self, msg: PeerMsg) -> Option<Command> {
+        let command = self.info(msg);
+        self.stamp(command, true)
+    }
+}
+
+impl NamedPeer {
+    fn info(&mut self, msg: PeerMsg) -> Option<Command> {
         match msg {
             PeerMsg::Event(text) if self.peer_hooks.uses_on_send() => {
                 match rooms_protocol::parse_sent(text.as_str()) {
@@ -208,7 +352,7 @@ impl Handler for NamedPeer {
             // Nothing relays raw frames to a named peer; pass one on should that change.
             PeerMsg::Relay(text) => Some(Command::Send(Message::Text(text))),
             // The connection carries out the plan and hands over only the message inside.
-            PeerMsg::Faulted(f) => f.msg.and_then(|m| self.handle_info(m)),
+            PeerMsg::Faulted(f) => f.msg.and_then(|m| self.info(m)),
         }
     }
 }

@@ -89,7 +89,14 @@ pub struct Registry {
     table: Mutex<Table>,
     mailbox: async_channel::Sender<RegistryMsg>,
     inbox: async_channel::Receiver<RegistryMsg>,
+    /// Why a peer left, when its room's `left` says it (a resume session that ended:
+    /// `timeout`, `overflow`); taken by the room that announces it.
+    left_reasons: Mutex<HashMap<PeerId, &'static str>>,
 }
+
+/// Reasons held at most (one per peer whose `left` is still to be announced); past it the
+/// oldest are forgotten and those `left` go without a reason.
+const MAX_LEFT_REASONS: usize = 65_536;
 
 fn lock(m: &Mutex<Table>) -> MutexGuard<'_, Table> {
     // Every mutation is a few map operations; a panic elsewhere cannot leave them half done.
@@ -109,7 +116,25 @@ impl Registry {
             table: Mutex::new(Table::default()),
             mailbox,
             inbox,
+            left_reasons: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// `peer`'s coming `left` says `reason`.
+    pub fn left_because(&self, peer: PeerId, reason: &'static str) {
+        let mut reasons = self.left_reasons.lock().unwrap_or_else(|p| p.into_inner());
+        if reasons.len() >= MAX_LEFT_REASONS {
+            reasons.clear();
+        }
+        reasons.insert(peer, reason);
+    }
+
+    /// Why `peer` left, if its session said (once).
+    pub fn take_left_reason(&self, peer: PeerId) -> Option<&'static str> {
+        self.left_reasons
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&peer)
     }
 
     /// Registers `peer` under `key`; registering twice is a no-op. A peer already dead is

@@ -311,7 +311,11 @@ impl Room {
     }
 
     fn left(&self, named: &NamedRoom, peer: PeerId) {
-        let left = RoomMessage::left(peer).to_shared_text();
+        let left = match self.registry.take_left_reason(peer) {
+            Some(reason) => RoomMessage::left_because(peer, reason),
+            None => RoomMessage::left(peer),
+        }
+        .to_shared_text();
         self.announce(&left, peer);
         named.hooks.on_leave(&named.context, peer);
     }

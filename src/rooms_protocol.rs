@@ -100,6 +100,14 @@ impl RoomMessage {
         Self::server("left", serde_json::json!({ "peer_id": peer.to_string() }))
     }
 
+    /// `left` of a resumable peer whose session ended without it (`timeout`, `overflow`).
+    pub fn left_because(peer: PeerId, reason: &str) -> Self {
+        Self::server(
+            "left",
+            serde_json::json!({ "peer_id": peer.to_string(), "reason": reason }),
+        )
+    }
+
     pub fn error(description: &str) -> Self {
         Self::server("error", serde_json::json!({ "description": description }))
     }

@@ -32,6 +32,8 @@ pub struct PeerInfo {
 struct Connected {
     peer: PeerRef,
     info: PeerInfo,
+    /// The peer process serving it: its own id, but another's after a resume.
+    process: PeerId,
 }
 
 pub(crate) struct Shared {
@@ -66,6 +68,8 @@ pub(crate) struct Shared {
     /// The Redis engine, when the node is part of a cluster (for the admin API and a clean
     /// departure).
     pub redis: Option<Arc<crate::cluster::redis::RedisCluster>>,
+    /// Resume sessions of `/socket/:room` peers (docs/rooms-protocol.md, "Resume").
+    pub resume: Arc<crate::resume::Sessions>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -125,6 +129,7 @@ impl Shared {
                     addr,
                     client: None,
                 },
+                process: id,
             },
         );
         (peer, inbox, guard)
@@ -141,6 +146,34 @@ impl Shared {
                 return;
             }
             listener.await;
+        }
+    }
+
+    /// A resume: `peer` is served by process `process` from now on (its own entry goes).
+    pub fn served_by(&self, peer: &PeerRef, process: PeerId, client: &str) {
+        let mut directory = lock(&self.directory);
+        let addr = directory.remove(&process).map(|c| c.info.addr);
+        if let Some(addr) = addr {
+            directory.insert(
+                peer.id(),
+                Connected {
+                    peer: peer.clone(),
+                    info: PeerInfo {
+                        id: peer.id(),
+                        addr,
+                        client: Some(client.to_owned()),
+                    },
+                    process,
+                },
+            );
+        }
+    }
+
+    /// The end of a connection that served a resumed `peer` from process `process`.
+    pub fn no_longer_served(&self, peer: PeerId, process: PeerId) {
+        let mut directory = lock(&self.directory);
+        if directory.get(&peer).is_some_and(|c| c.process == process) {
+            directory.remove(&peer);
         }
     }
 
@@ -165,10 +198,20 @@ impl Shared {
 
     /// The supervisor's report that a peer ended: gproc's monitor fires.
     pub fn peer_down(&self, id: PeerId) {
-        let was_connected = lock(&self.directory)
-            .remove(&id)
-            .is_some_and(|c| c.info.client.is_some());
-        self.registry.down(id);
+        let was_connected = {
+            let mut directory = lock(&self.directory);
+            match directory.get(&id) {
+                // A resumed peer's entry, served by another process now.
+                Some(c) if c.process != id => false,
+                _ => directory
+                    .remove(&id)
+                    .is_some_and(|c| c.info.client.is_some()),
+            }
+        };
+        // A resumable peer's membership is its session's to end (it outlives the process).
+        if !self.resume.holds(id) {
+            self.registry.down(id);
+        }
         if self.config.client_faults {
             // Before `Disconnected`: whoever waits for it finds the client's rules gone.
             self.faults.client_gone(id);
@@ -221,6 +264,22 @@ impl Shared {
         let left = self.peers.shutdown_with(reason, grace).await;
         if left > 0 {
             log::warn!("{left} connections did not close within {grace:?}");
+        }
+        // Detached resumable peers have no connection to stop: their sessions end here.
+        self.resume.shutdown();
+        let ended = async {
+            self.resume.until_empty().await;
+            true
+        };
+        let waited = async {
+            crate::deadline::after(grace).await;
+            false
+        };
+        if !futures_lite::future::or(ended, waited).await {
+            log::warn!(
+                "{} resume sessions did not end within {grace:?}",
+                self.resume.len()
+            );
         }
         self.rooms.supervisor().shutdown_with(reason, grace).await;
         self.rooms.close_all();
@@ -384,6 +443,8 @@ pub struct Stats {
     pub bad_input_closes: u64,
     /// Client addresses counted by `--max-connections-per-ip` (0 without the limit).
     pub client_addresses: usize,
+    /// Resume sessions, attached or detached (docs/rooms-protocol.md, "Resume").
+    pub resume_sessions: usize,
 }
 
 /// A running server; clones share it.
@@ -535,7 +596,9 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes));
     let (listener_mailbox, listener_inbox) = async_channel::unbounded();
+    let resume = crate::resume::Sessions::new(config.resume_window, Arc::clone(&registry));
     let shared = Arc::new(Shared {
+        resume,
         ws_config,
         registry,
         rooms,
@@ -662,6 +725,7 @@ impl ServerHandle {
             registrations: s.registry.len(),
             bad_input_closes: s.bad_inputs.load(Ordering::Relaxed),
             client_addresses: s.per_ip.addresses(),
+            resume_sessions: s.resume.len(),
         }
     }
 
@@ -751,6 +815,7 @@ impl ServerHandle {
             // The tree is gone; the teardown drains what its processes left.
             return s.until_torn_down().await;
         }
+        s.resume.until_empty().await;
         s.peers.until_empty().await;
         // Every DOWN was queued before its peer left the table; the barrier waits for them.
         s.registry.sync().await;

@@ -28,7 +28,7 @@ pub(super) async fn answer(ws: &mut Ws, received: Option<&CloseFrame>) -> End {
         // A client that sends its close but reads nothing: the reply would never arrive.
         ws.get_ref().abort();
     }
-    End::Closed
+    End::ClientClose(received.map(|f| u16::from(f.code)))
 }
 
 /// The whole close frame the server sends (unmasked, RFC 6455 §5.5.1): the code alone.

@@ -5,6 +5,7 @@ pub mod browser;
 pub mod cluster;
 pub mod fault_checks;
 pub mod nginx;
+pub mod resume;
 use async_net::TcpStream;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
