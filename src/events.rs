@@ -39,6 +39,17 @@ pub enum Event {
     /// A replay met a message other than the one its log recorded at that index (the first
     /// such; the replay acts no more).
     FaultDivergence(Box<crate::faults::replay::Divergence>),
+    /// A resumable peer's connection dropped: it stays a member for its window
+    /// (docs/rooms-protocol.md, "Resume").
+    Detached {
+        peer: PeerId,
+        room: String,
+    },
+    /// A detached (or replaced) peer was resumed by a new connection.
+    Resumed {
+        peer: PeerId,
+        room: String,
+    },
     /// A node of the cluster appeared (its lease, seen by this node).
     NodeUp {
         node: String,

@@ -502,6 +502,15 @@ impl Inbox {
     pub fn owner(&self) -> &PeerRef {
         &self.owner
     }
+
+    /// Withdraws a pending order that no longer applies: a `Replaced` the old connection ended
+    /// before it saw, which must not close the connection that took its place.
+    pub fn withdraw(&self, control: Control) {
+        self.owner
+            .0
+            .control
+            .fetch_and(!control.bit(), Ordering::AcqRel);
+    }
 }
 
 impl Drop for Inbox {

@@ -596,7 +596,11 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes));
     let (listener_mailbox, listener_inbox) = async_channel::unbounded();
-    let resume = crate::resume::Sessions::new(config.resume_window, Arc::clone(&registry));
+    let resume = crate::resume::Sessions::new(
+        config.resume_window,
+        Arc::clone(&registry),
+        Arc::clone(&events),
+    );
     let shared = Arc::new(Shared {
         resume,
         ws_config,

@@ -55,7 +55,7 @@ fn a_reset_peer_resumes_and_gets_every_message_once_in_order() {
             (m["event"].as_str(), m["from"].as_str()),
             (Some("back"), Some(a.id.as_str()))
         );
-        a.conn().ws.close(None).await.expect("close");
+        a.leave().await;
         let left = b.expect_event("left").await;
         assert_eq!(
             left,
@@ -96,7 +96,7 @@ fn a_resume_replaces_a_connection_still_open_with_4001() {
         b.send(json!({"event": "n", "data": 10, "to": [a.id]}))
             .await;
         assert_eq!(a.recv_json().await["data"], 10, "live traffic follows");
-        a.conn().ws.close(None).await.expect("close");
+        a.leave().await;
         assert_eq!(b.expect_event("left").await["peer_id"], a.id);
         drop(b);
         server.assert_clean().await;
@@ -150,9 +150,341 @@ fn twenty_resumes_in_a_row_rotate_the_token_and_an_old_one_fails() {
         b.send(json!({"event": "n", "data": 20, "to": [a.id]}))
             .await;
         assert_eq!(a.recv_json().await["data"], 20);
-        a.conn().ws.close(None).await.expect("close");
+        a.leave().await;
         b.expect_event("left").await;
         drop(b);
+        server.assert_clean().await;
+    });
+}
+
+/// Waits for the server's `detached` event of peer `id`.
+async fn detached(server: &common::TestServer, id: &str) {
+    let id: u64 = id.parse().expect("a peer id");
+    server
+        .event(
+            "the peer's detach",
+            |e| matches!(e, rtcserver::Event::Detached { peer, .. } if *peer == id),
+        )
+        .await;
+}
+
+/// Acceptance 5: a wrong token, another peer's id, another room, another user: all
+/// `unknown` and 4002, and none disturbs the session.
+#[test]
+fn a_wrong_token_peer_room_or_user_is_unknown_alike() {
+    run(async {
+        let server = common::server_with(|c| {
+            c.default_max_peers = 8;
+            c.accounts = rtcserver::auth::Accounts {
+                users: vec![
+                    rtcserver::auth::User {
+                        username: "alice".into(),
+                        password: "a".into(),
+                    },
+                    rtcserver::auth::User {
+                        username: "bob".into(),
+                        password: "b".into(),
+                    },
+                ],
+                tokens: Vec::new(),
+            };
+        });
+        let alice = [(
+            "cookie",
+            r#"credentials={"username":"alice","password":"a"}"#,
+        )];
+        let bob = [("cookie", r#"credentials={"username":"bob","password":"b"}"#)];
+        let mut a = ResumablePeer::join_at(server.addr(), "secure", &alice).await;
+        let mut b = RoomPeer::join_with(&server, "secure", &bob).await;
+        let _elsewhere = RoomPeer::join_with(&server, "elsewhere", &bob).await;
+        a.expect_event("joined").await;
+        a.reset();
+        detached(&server, &a.id).await;
+        let request = |id: &str, token: &str| {
+            json!({"event": "resume", "data": {"peer_id": id, "token": token, "last_seq": a.last_seq}})
+                .to_string()
+        };
+        let (wrong_token, _) = rtcserver::resume::token::issue();
+        let attempts = [
+            (
+                "a wrong token",
+                "secure",
+                &alice,
+                request(&a.id, &wrong_token),
+            ),
+            ("another peer", "secure", &alice, request(&b.id, &a.token)),
+            (
+                "another room",
+                "elsewhere",
+                &alice,
+                request(&a.id, &a.token),
+            ),
+            ("another user", "secure", &bob, request(&a.id, &a.token)),
+            (
+                "not a resume",
+                "secure",
+                &alice,
+                json!({"event": "hello"}).to_string(),
+            ),
+        ];
+        for (what, room, who, first) in attempts {
+            match resume_raw(server.addr(), room, who, &first).await.0 {
+                common::resume::RawOutcome::Failed(reason, code) => {
+                    assert_eq!((reason.as_str(), code), ("unknown", 4002), "{what}")
+                }
+                common::resume::RawOutcome::Resumed(..) => panic!("{what} resumed the session"),
+            }
+        }
+        // The session is untouched: its owner resumes it.
+        b.send(json!({"event": "n", "data": 1, "to": [a.id]})).await;
+        let mut a = a.resumed().await;
+        assert_eq!(a.recv_json().await["data"], 1);
+        a.leave().await;
+        b.expect_event("left").await;
+        drop((b, _elsewhere));
+        server.assert_clean().await;
+    });
+}
+
+/// Acceptance 6: a detached peer is kept up to 2,048 frames; the next one ends its session at
+/// once: the others hear `left` with `overflow`, and the resume gets `overflow`.
+#[test]
+fn past_2048_kept_frames_the_session_ends_with_overflow() {
+    run(async {
+        let server = rooms_server();
+        let mut a = ResumablePeer::join(&server, "flood").await;
+        let mut b = RoomPeer::join(&server, "flood").await;
+        let mut c = RoomPeer::join(&server, "flood").await;
+        a.expect_event("joined").await;
+        a.expect_event("joined").await;
+        b.expect_event("joined").await;
+        // Everything received is acknowledged (read before the FIN, which a reset could
+        // discard): what is kept from here on is what follows.
+        a.ack().await;
+        a.hang_up();
+        detached(&server, &a.id).await;
+        for n in 0..2048 {
+            b.send(json!({"event": "n", "data": n, "to": [a.id]})).await;
+        }
+        // A round trip through the room: B's 2,048 frames were all handed to A's session.
+        b.send(json!({"event": "sync", "to": [c.id]})).await;
+        assert_eq!(c.recv_json().await["event"], "sync");
+        assert_eq!(
+            server.handle.stats().resume_sessions,
+            1,
+            "2,048 frames are within"
+        );
+        b.send(json!({"event": "n", "data": 2048, "to": [a.id]}))
+            .await;
+        let left = c.expect_event("left").await;
+        assert_eq!(left, json!({"peer_id": a.id, "reason": "overflow"}));
+        let left = b.expect_event("left").await;
+        assert_eq!(left, json!({"peer_id": a.id, "reason": "overflow"}));
+        match a.resume().await {
+            Outcome::Failed(reason, code) => {
+                assert_eq!((reason.as_str(), code), ("overflow", 4002))
+            }
+            Outcome::Resumed(_) => panic!("an overflowed session resumed"),
+        }
+        drop((b, c));
+        server.assert_clean().await;
+    });
+}
+
+/// A server whose resume window is `ms`.
+fn window_server(ms: u64) -> common::TestServer {
+    common::server_with(|c| {
+        c.default_max_peers = 16;
+        c.resume_window = Duration::from_millis(ms);
+    })
+}
+
+/// How one drop ended, as the resumer and an observer in the room saw it.
+async fn drop_and_resume_after(server: &common::TestServer, room: &str, after: Duration) -> bool {
+    let mut a = ResumablePeer::join(server, room).await;
+    let mut o = RoomPeer::join(server, room).await;
+    a.expect_event("joined").await;
+    a.hang_up();
+    if !after.is_zero() {
+        async_io::Timer::after(after).await;
+    }
+    let resumed = match a.resume().await {
+        Outcome::Resumed(mut a) => {
+            a.leave().await;
+            true
+        }
+        Outcome::Failed(reason, code) => {
+            assert_eq!((reason.as_str(), code), ("expired", 4002), "{room}");
+            false
+        }
+    };
+    // Exactly one `left`, which says which: none of a resumed peer's own close (1000) says
+    // `timeout`, and an expired one's does.
+    let left = o.expect_event("left").await;
+    if resumed {
+        assert_eq!(left.get("reason"), None, "{room}: resumed, yet {left}");
+    } else {
+        assert_eq!(left["reason"], "timeout", "{room}: expired, yet {left}");
+    }
+    o.client.close().await;
+    resumed
+}
+
+/// Acceptance 3: a resume 0 ms after the drop, and 400 resumes timed across the window's end
+/// (± 50 ms): each drop ends in exactly one of `resumed` or `left`, never both, never neither.
+#[test]
+fn resumes_at_once_and_across_the_windows_end_end_in_exactly_one_outcome() {
+    run(async {
+        let server = window_server(300);
+        assert!(drop_and_resume_after(&server, "now", Duration::ZERO).await);
+        let mut outcomes = [0usize; 2];
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        for batch in 0..10 {
+            let runs = (0..40).map(|i| {
+                // xorshift: spread over 250..=350 ms, reproducibly.
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let after = Duration::from_millis(250 + rng % 101);
+                let room = format!("race-{batch}-{i}");
+                let server = &server;
+                async move { drop_and_resume_after(server, &room, after).await }
+            });
+            for resumed in futures_util::future::join_all(runs).await {
+                outcomes[usize::from(resumed)] += 1;
+            }
+        }
+        eprintln!(
+            "400 drops: {} resumed, {} expired",
+            outcomes[1], outcomes[0]
+        );
+        assert_eq!(outcomes[0] + outcomes[1], 400);
+        server.assert_clean().await;
+    });
+}
+
+/// Acceptance 7: a crash of a resumable peer's process (`POST /crash peer:<A>`) detaches it,
+/// and so does nothing else; a listener crash while it is detached does not stop its resume;
+/// nothing is lost either way.
+#[test]
+fn a_crashed_peer_resumes_and_a_listener_crash_does_not_stop_a_resume() {
+    run(async {
+        let server = rooms_server();
+        let mut a = ResumablePeer::join(&server, "crashy").await;
+        let mut b = RoomPeer::join(&server, "crashy").await;
+        a.expect_event("joined").await;
+        let id: u64 = a.id.parse().expect("id");
+        for n in 0..5 {
+            b.send(json!({"event": "n", "data": n, "to": [a.id]})).await;
+        }
+        assert_eq!(a.recv_json().await["data"], 0);
+        server
+            .handle
+            .crash(&rtcserver::CrashTarget::Peer(id))
+            .expect("crash");
+        assert_eq!(close_code(a.conn()).await, 1011);
+        detached(&server, &a.id).await;
+        for n in 5..10 {
+            b.send(json!({"event": "n", "data": n, "to": [a.id]})).await;
+        }
+        server
+            .handle
+            .crash(&rtcserver::CrashTarget::Listener)
+            .expect("crash");
+        server
+            .event("the listener restarted", |e| {
+                matches!(e, rtcserver::Event::Supervision(supervisors::SupervisorEvent::Restarted { child, .. }) if child == "listener")
+            })
+            .await;
+        a.reset();
+        let mut a = a.resumed().await;
+        for n in 1..10 {
+            assert_eq!(a.recv_json().await["data"], n, "nothing lost");
+        }
+        // The resumed peer is crashed again, by its id: the process serving it now.
+        server
+            .handle
+            .crash(&rtcserver::CrashTarget::Peer(id))
+            .expect("crash of the resumed peer");
+        assert_eq!(close_code(a.conn()).await, 1011);
+        b.send(json!({"event": "n", "data": 10, "to": [a.id]}))
+            .await;
+        a.reset();
+        let mut a = a.resumed().await;
+        assert_eq!(a.recv_json().await["data"], 10);
+        a.leave().await;
+        assert_eq!(b.expect_event("left").await, json!({"peer_id": a.id}));
+        drop(b);
+        server.assert_clean().await;
+    });
+}
+
+/// Acceptance 8: 1,000 resumable peers dropped at once all resume within the window, and
+/// none loses a message.
+#[test]
+fn a_storm_of_1000_resumes_loses_nothing() {
+    const ROOMS: usize = 100;
+    const PER_ROOM: usize = 10;
+    run(async {
+        let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        let _ = rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: nofile.maximum,
+                maximum: nofile.maximum,
+            },
+        );
+        let server = window_server(60_000);
+        let mut rooms = Vec::new();
+        for r in 0..ROOMS {
+            let room = format!("storm-{r}");
+            let sender = RoomPeer::join(&server, &room).await;
+            let mut peers = Vec::new();
+            for _ in 0..PER_ROOM {
+                peers.push(ResumablePeer::join(&server, &room).await);
+            }
+            rooms.push((sender, peers));
+        }
+        // Each sender: 3 messages to each of its room's peers before the storm, 3 during it.
+        for (sender, peers) in &mut rooms {
+            for n in 0..3 {
+                for p in peers.iter() {
+                    sender
+                        .send(json!({"event": "n", "data": n, "to": [p.id]}))
+                        .await;
+                }
+            }
+        }
+        let mut all: Vec<ResumablePeer> = Vec::new();
+        for (_, peers) in &mut rooms {
+            for p in peers.iter_mut() {
+                p.reset();
+            }
+        }
+        for (sender, peers) in &mut rooms {
+            for n in 3..6 {
+                for p in peers.iter() {
+                    sender
+                        .send(json!({"event": "n", "data": n, "to": [p.id]}))
+                        .await;
+                }
+            }
+            all.append(peers);
+        }
+        let resumed = futures_util::future::join_all(all.into_iter().map(|p| p.resumed())).await;
+        let checks = resumed.into_iter().map(|mut p| async move {
+            let mut seen = Vec::new();
+            while seen.len() < 6 {
+                let m = p.recv_json().await;
+                if m["event"] == "n" {
+                    seen.push(m["data"].as_u64().expect("n"));
+                }
+            }
+            assert_eq!(seen, [0, 1, 2, 3, 4, 5], "peer {}", p.id);
+            p.leave().await;
+        });
+        futures_util::future::join_all(checks).await;
+        drop(rooms);
         server.assert_clean().await;
     });
 }

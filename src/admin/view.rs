@@ -156,6 +156,8 @@ pub fn event(e: &Event) -> Value {
         }
         Event::NodeUp { node } => json!({ "type": "node_up", "node": node }),
         Event::NodeDown { node } => json!({ "type": "node_down", "node": node }),
+        Event::Detached { peer, room } => json!({ "type": "detached", "peer": peer, "room": room }),
+        Event::Resumed { peer, room } => json!({ "type": "resumed", "peer": peer, "room": room }),
         Event::FaultDivergence(d) => {
             let mut v = d.to_json();
             if let Value::Object(map) = &mut v {

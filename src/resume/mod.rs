@@ -133,6 +133,7 @@ pub struct Sessions {
     tombs: Mutex<VecDeque<Tomb>>,
     detached_bytes: AtomicUsize,
     registry: Arc<Registry>,
+    events: Arc<crate::events::Events>,
     pub counters: ResumeCounters,
     me: Weak<Sessions>,
 }
@@ -150,7 +151,11 @@ pub struct Resumed {
 
 impl Sessions {
     /// `window` zero turns resume off: `?resumable=1` is then ignored.
-    pub fn new(window: Duration, registry: Arc<Registry>) -> Arc<Self> {
+    pub fn new(
+        window: Duration,
+        registry: Arc<Registry>,
+        events: Arc<crate::events::Events>,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|me| Sessions {
             window: window.min(MAX_WINDOW),
             table: Mutex::new(HashMap::new()),
@@ -158,6 +163,7 @@ impl Sessions {
             tombs: Mutex::new(VecDeque::new()),
             detached_bytes: AtomicUsize::new(0),
             registry,
+            events,
             counters: ResumeCounters::default(),
             me: me.clone(),
         })
@@ -252,6 +258,10 @@ impl Sessions {
             entry.room,
             self.window.as_millis()
         );
+        self.events.publish(crate::events::Event::Detached {
+            peer,
+            room: entry.room.clone(),
+        });
         if let Some(me) = self.me.upgrade() {
             detached::spawn(
                 me,
@@ -407,6 +417,8 @@ impl Sessions {
             // it ends later).
             return Err(self.failed(Failure::Unknown));
         };
+        // The old connection may have ended (a reset) before it saw the order to hand over.
+        parked.inbox.withdraw(Control::Replaced);
         if let Err(failure) = parked.handler.can_replay(last_seq) {
             // The client cannot be made whole from here: the session stays detached for the
             // rest of its window, its token unchanged, as before the attempt.
@@ -434,6 +446,10 @@ impl Sessions {
             entry.state = State::Attached {
                 mailbox: parked.inbox.owner().clone(),
             };
+            self.events.publish(crate::events::Event::Resumed {
+                peer,
+                room: entry.room.clone(),
+            });
         }
         self.counters.resumed.fetch_add(1, Ordering::Relaxed);
         Ok(Resumed {

@@ -101,6 +101,28 @@ impl ResumablePeer {
         }
     }
 
+    /// Leaves for good: a close 1000 handshake, read to its end (a socket dropped with unread
+    /// frames would reset, and the server could lose the close to the reset).
+    pub async fn leave(&mut self) {
+        if let Some(mut client) = self.client.take() {
+            let normal = async_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            };
+            let _ = client.ws.close(Some(normal)).await;
+            let _ = within(WAIT, "the close handshake", async {
+                while let Some(Ok(_)) = client.ws.next().await {}
+            })
+            .await;
+        }
+    }
+
+    /// The TCP connection ends with a FIN, without a close frame (a vanished network after the
+    /// client's last frames were read).
+    pub fn hang_up(&mut self) {
+        drop(self.client.take());
+    }
+
     /// The connection as it is now, kept open (half-open, as the server sees it), for a
     /// resume from elsewhere.
     pub fn take_connection(&mut self) -> Option<Client> {
