@@ -488,3 +488,48 @@ fn a_storm_of_1000_resumes_loses_nothing() {
         server.assert_clean().await;
     });
 }
+
+/// docs/admin-api.md, "Resume": `/tree` shows a detached peer with what is left of its window;
+/// `/metrics` counts the detach, the frames kept and the resume by outcome.
+#[test]
+fn the_tree_shows_a_detached_peer_and_the_metrics_count_it() {
+    use common::admin::{admin, get};
+    run(async {
+        let server = window_server(20_000);
+        let addr = admin(&server);
+        let mut a = ResumablePeer::join(&server, "seen").await;
+        let mut b = RoomPeer::join(&server, "seen").await;
+        a.expect_event("joined").await;
+        a.hang_up();
+        detached(&server, &a.id).await;
+        b.send(json!({"event": "n", "data": 1, "to": [a.id]})).await;
+        b.send(json!({"event": "sync", "to": [b.id]})).await;
+        b.expect_event("sync").await;
+        let tree = get(addr, "/tree").await.expect(200).json();
+        let resume = &tree["resume"];
+        assert_eq!(resume["window_ms"], 20_000);
+        assert_eq!(resume["sessions"], 1);
+        let detached = &resume["detached"][0];
+        assert_eq!(detached["peer"].to_string(), a.id, "{tree}");
+        assert_eq!(detached["room"], "seen");
+        assert_eq!(detached["frames_kept"], 2, "joined and the message: {tree}");
+        let remaining = detached["remaining_ms"].as_u64().expect("remaining_ms");
+        assert!(remaining > 0 && remaining <= 20_000, "{remaining}");
+        let mut a = a.resumed().await;
+        assert_eq!(a.recv_json().await["data"], 1);
+        let metrics = get(addr, "/metrics").await.expect(200).body;
+        for line in [
+            "rtcserver_resume_detaches_total 1",
+            "rtcserver_resume_frames_kept_total 1",
+            "rtcserver_resumes_total{outcome=\"resumed\"} 1",
+            "rtcserver_resume_detached_peers 0",
+            "rtcserver_resume_sessions 1",
+        ] {
+            assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+        }
+        a.leave().await;
+        b.expect_event("left").await;
+        drop(b);
+        server.assert_clean().await;
+    });
+}

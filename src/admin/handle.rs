@@ -38,6 +38,7 @@ impl ServerHandle {
         if let Some(redis) = &self.shared.redis {
             crate::cluster::admin::metrics(redis, &mut text);
         }
+        crate::resume::admin::metrics(&self.shared.resume, &mut text);
         text
     }
 

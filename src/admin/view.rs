@@ -63,6 +63,7 @@ pub fn tree(handle: &ServerHandle) -> Value {
         "rooms": rooms,
         "peers": peers,
         "cluster": handle.shared.redis.as_deref().map(crate::cluster::admin::tree),
+        "resume": crate::resume::admin::tree(&handle.shared.resume),
         "chaos": handle.chaos().map(|c| json!({
             "spec": c.spec().to_string(),
             "seed": c.seed(),

@@ -14,6 +14,7 @@
 //! Who holds a peer's [`Inbox`] is who serves it: a connection, or the detached task. It moves
 //! between them only through this table, so a peer is never served twice and each drop ends in
 //! exactly one of `resumed` or `left`.
+pub mod admin;
 pub mod detached;
 pub mod kept;
 pub mod token;
