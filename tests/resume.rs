@@ -533,3 +533,47 @@ fn the_tree_shows_a_detached_peer_and_the_metrics_count_it() {
         server.assert_clean().await;
     });
 }
+
+/// docs/flags.md: `--resume-window-ms` takes 0 to 300000; 300001 is refused before the server
+/// starts.
+#[test]
+fn the_window_flag_is_bounded() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rtcserver"))
+        .args([
+            "--port",
+            "0",
+            "--admin-bind",
+            "off",
+            "--resume-window-ms",
+            "300001",
+        ])
+        .output()
+        .expect("the binary runs");
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--resume-window-ms"), "{stderr}");
+}
+
+/// Acceptance 9 (with the rest of the suite, unchanged): with the window at 0, resume is off
+/// and `?resumable=1` changes nothing: no token, no `seq`.
+#[test]
+fn with_resume_off_a_resumable_join_is_a_plain_join() {
+    run(async {
+        let server = window_server(0);
+        let path = "/socket/plain?resumable=1";
+        let mut a = common::Client::connect(server.addr(), path).await;
+        let welcome = a.recv_json().await;
+        assert_eq!(welcome["event"], "authenticated");
+        assert!(welcome["data"].get("resume").is_none(), "{welcome}");
+        let mut b = RoomPeer::join(&server, "plain").await;
+        let joined = a.recv_json().await;
+        assert_eq!(
+            joined,
+            json!({"event": "joined", "data": {"peer_id": b.id}})
+        );
+        drop(a);
+        b.expect_event("left").await;
+        drop(b);
+        server.assert_clean().await;
+    });
+}
