@@ -71,12 +71,30 @@
   };
   window.rtc = rtc;
 
+  // Resume (docs/rooms-protocol.md, "Resume"): a dropped signaling connection comes back with the
+  // same id and every message sent meanwhile, and the calls go on. `?resume=0` turns it off.
+  const session = {
+    enabled: params.get('resume') !== '0',
+    token: null,
+    windowMs: 0,
+    lastSeq: 0, // the last numbered frame processed
+    ackedSeq: 0,
+    ackTimer: null,
+    cseq: 0, // the number of this page's last message
+    outbox: [], // {cseq, text} sent but not yet confirmed by a `resumed`, oldest first
+    droppedAt: 0,
+    attempts: 0,
+  };
+  const OUTBOX_MAX = 256;
+  rtc.resumes = 0;
+
   let mediaReady = Promise.resolve(null); // the local camera stream (or null), once asked for
 
   const SIGNAL_WORDS = {
     connecting: 'connecting',
     joining: 'joining the room',
     'in-room': 'in the room',
+    reconnecting: 'reconnecting…',
     full: 'room not available',
     left: 'you left the room',
     closed: 'disconnected from the server',
@@ -96,6 +114,7 @@
     1001: 'the server is shutting down',
     1006: 'the connection to the server was lost',
     1011: 'the server\'s process for this page crashed',
+    4002: 'the server could not resume this page\'s place in the room',
   };
   function closeWords(event) {
     // 1011 is also every peer's when the supervisor of all connections went down.
@@ -112,8 +131,9 @@
     rtc.state = state;
     ui.signalState.textContent = SIGNAL_WORDS[state] || state;
     const inRoom = state === 'in-room';
-    ui.chatInput.disabled = !inRoom;
-    ui.chatSend.disabled = !inRoom;
+    // While reconnecting, chat lines wait for the connection and then go out.
+    ui.chatInput.disabled = !(inRoom || state === 'reconnecting');
+    ui.chatSend.disabled = !(inRoom || state === 'reconnecting');
     const out = state === 'left' || state === 'closed';
     ui.leave.disabled = !(inRoom || out);
     ui.leave.textContent = out ? 'Join again' : 'Leave';
@@ -157,25 +177,64 @@
 
   // ---- Signaling -------------------------------------------------------------------------
   function send(message) {
-    if (rtc.ws && rtc.ws.readyState === WebSocket.OPEN) {
+    const open = rtc.ws && rtc.ws.readyState === WebSocket.OPEN;
+    if (!session.token) {
+      if (!open) return false;
       rtc.ws.send(JSON.stringify(message));
       return true;
     }
-    return false;
+    // Numbered and kept until a resume confirms it, so that what is sent while the connection
+    // is down (or lost with it) goes out once the session is back, and never twice.
+    message.cseq = ++session.cseq;
+    const text = JSON.stringify(message);
+    session.outbox.push({ cseq: session.cseq, text: text });
+    if (session.outbox.length > OUTBOX_MAX) session.outbox.shift();
+    if (open && rtc.state === 'in-room') rtc.ws.send(text);
+    return open || rtc.state === 'reconnecting';
   }
 
-  function signalingUrl() {
+  function signalingUrl(query) {
     return (location.protocol === 'https:' ? 'wss:' : 'ws:') + '//' + location.host +
-      '/socket/' + encodeURIComponent(roomName);
+      '/socket/' + encodeURIComponent(roomName) + (query ? '?' + query : '');
+  }
+
+  // A numbered frame: processed once (a resend after a resume may repeat one), acknowledged in
+  // batches so that the server frees what it keeps for this page.
+  function numbered(message) {
+    if (typeof message.seq !== 'number') return true;
+    if (message.seq <= session.lastSeq) return false;
+    session.lastSeq = message.seq;
+    if (session.lastSeq - session.ackedSeq >= 32) {
+      ack();
+    } else if (!session.ackTimer) {
+      session.ackTimer = setTimeout(ack, 1000);
+    }
+    return true;
+  }
+
+  function ack() {
+    clearTimeout(session.ackTimer);
+    session.ackTimer = null;
+    if (rtc.state !== 'in-room' || !rtc.ws || rtc.ws.readyState !== WebSocket.OPEN) return;
+    session.ackedSeq = session.lastSeq;
+    rtc.ws.send(JSON.stringify({ event: 'ack', data: { seq: session.lastSeq }, to: [] }));
   }
 
   function connectSignaling() {
-    const ws = new WebSocket(signalingUrl());
+    session.token = null;
+    session.lastSeq = 0;
+    session.ackedSeq = 0;
+    session.cseq = 0;
+    session.outbox = [];
+    const ws = new WebSocket(signalingUrl(session.enabled ? 'resumable=1' : ''));
     rtc.ws = ws;
-
     ws.onopen = () => setState('joining');
+    listen(ws);
+  }
 
+  function listen(ws) {
     ws.onmessage = (event) => {
+      if (ws !== rtc.ws) return;
       let message;
       try {
         message = JSON.parse(event.data);
@@ -184,6 +243,7 @@
         return;
       }
       if (!message || typeof message !== 'object' || typeof message.event !== 'string') return;
+      if (!numbered(message)) return;
       const data = message.data;
       const from = message.from === undefined || message.from === null ? null : String(message.from);
       if (SERVER_EVENTS.includes(message.event) && 'from' in message) {
@@ -192,6 +252,8 @@
       }
       switch (message.event) {
         case 'authenticated': onAuthenticated(data || {}); break;
+        case 'resumed': onResumed(data || {}); break;
+        case 'resume_failed': break; // its close (4002) follows, and says the same
         case 'joined': onJoined(data || {}); break;
         case 'left': onLeft(data || {}); break;
         case 'error': onServerError(data || {}); break;
@@ -212,23 +274,79 @@
         refused(event.reason ? 'The room did not let you in (' + event.reason + ').' : 'The room did not let you in.');
         return;
       }
-      const wasIn = rtc.state === 'in-room';
-      // The server has told everyone else that this page left, and they closed their calls with it.
-      closeAll();
-      setState('closed');
-      if (wasIn) {
-        const why = closeWords(event);
-        logPeople('system', 'You are out of the room: ' + why + '.');
-        showError('You are out of the room: ' + why + '. The others have ended their calls with you. ' +
-          'Press "Join again" to come back.');
-      } else {
-        showError('Could not reach the server at ' + signalingUrl() + '.');
+      if (mayResume(event)) {
+        if (rtc.state === 'in-room') {
+          session.droppedAt = Date.now();
+          session.attempts = 0;
+          setState('reconnecting');
+          logPeople('system', 'Connection lost (' + closeWords(event) + '): reconnecting…');
+        }
+        retryResume();
+        return;
       }
+      giveUp(event);
     };
+  }
+
+  // Whether a lost connection may still be resumed: the server keeps this page's place for the
+  // window, unless it ended the session itself (its shutdown, a newer connection, a failed resume).
+  function mayResume(event) {
+    if (!session.token || (rtc.state !== 'in-room' && rtc.state !== 'reconnecting')) return false;
+    if ([1000, 4001, 4002].includes(event.code)) return false;
+    if (event.code === 1001 && event.reason === 'server shutting down') return false;
+    return Date.now() - (session.droppedAt || Date.now()) < session.windowMs;
+  }
+
+  function retryResume() {
+    // Soon (a blip), then less often, until the window is over.
+    const delay = Math.min(200 * Math.pow(2, session.attempts), 2000);
+    session.attempts += 1;
+    setTimeout(() => {
+      if (rtc.state !== 'reconnecting') return;
+      const ws = new WebSocket(signalingUrl('resume=1'));
+      rtc.ws = ws;
+      ws.onopen = () => ws.send(JSON.stringify({
+        event: 'resume',
+        data: { peer_id: rtc.id, token: session.token, last_seq: session.lastSeq },
+      }));
+      listen(ws);
+    }, delay);
+  }
+
+  function onResumed(data) {
+    if (typeof data.token === 'string') session.token = data.token;
+    if (typeof data.window_ms === 'number') session.windowMs = data.window_ms;
+    const taken = typeof data.last_cseq === 'number' ? data.last_cseq : 0;
+    session.outbox = session.outbox.filter((m) => m.cseq > taken);
+    rtc.resumes += 1;
+    setState('in-room');
+    logPeople('system', 'Connection restored: still ' + rtc.id + ', nothing missed.');
+    ui.error.hidden = true;
+    for (const m of session.outbox) rtc.ws.send(m.text);
+    ack();
+  }
+
+  function giveUp(event) {
+    const wasIn = rtc.state === 'in-room' || rtc.state === 'reconnecting';
+    // The server has told everyone else that this page left, and they closed their calls with it.
+    closeAll();
+    setState('closed');
+    if (wasIn) {
+      const why = closeWords(event);
+      logPeople('system', 'You are out of the room: ' + why + '.');
+      showError('You are out of the room: ' + why + '. The others have ended their calls with you. ' +
+        'Press "Join again" to come back.');
+    } else {
+      showError('Could not reach the server at ' + signalingUrl() + '.');
+    }
   }
 
   function onAuthenticated(data) {
     rtc.id = String(data.peer_id);
+    if (data.resume && typeof data.resume.token === 'string') {
+      session.token = data.resume.token;
+      session.windowMs = Number(data.resume.window_ms) || 0;
+    }
     rtc.room = typeof data.room === 'string' ? data.room : roomName;
     ui.roomName.textContent = rtc.room;
     ui.myId.textContent = rtc.id;

@@ -25,7 +25,8 @@ fn two_browsers_make_a_call_on_the_demo_page() {
 }
 
 /// README "The demo page" (named rooms): the mesh call, the full room's link to the next room, a
-/// participant's own peer crash and its "Join again", forged server events ignored.
+/// participant's own peer crash resumed with its calls (docs/rooms-protocol.md "Resume"), another's
+/// (without resume) and its "Join again", forged server events ignored.
 #[test]
 fn three_browsers_make_a_mesh_call_in_a_named_room() {
     run_script("rooms.mjs");

@@ -9,7 +9,9 @@
 // remote tiles labelled with the others' ids, that all six peer connections connect, that every
 // remote video shows the moving fake-camera picture, that a chat line from one reaches the other two
 // (as text), that a fourth page is told "This room is full" with a link to the next room of the same
-// name (which opens), that when P3's own peer crashes (POST /crash on the admin API) P3 says so and
+// name (which opens), that when P1's own peer crashes (POST /crash on the admin API) P1 resumes with
+// its id and calls, nobody sees it leave and the chat sent meanwhile arrives once (docs/rooms-protocol.md,
+// "Resume"), that when P3 (opened with ?resume=0) has its own peer crash P3 says so and
 // P1 and P2 see it leave, that P3's "Join again" brings the call of three back, that when P3 closes
 // its page P1 and P2 see it leave, and that forged `error` and `left` events (from a scripted
 // member, refused by the server; and given to the pages as if a server had relayed them) change
@@ -161,7 +163,8 @@ async function run() {
     for (let i = 0; i < ps.length && allIn; i++) {
       const page = ps[i];
       allIn = await check(`${labels[i]}: joins ${room}, gets its id and the ${i} already in, shows the camera`, async () => {
-        await page.goto(roomUrl, { timeout: 30000 });
+        // P3 opts out of resume, so that its own crash below shows the page without it.
+        await page.goto(i === 2 ? roomUrl + '?resume=0' : roomUrl, { timeout: 30000 });
         await page.waitForFunction(() => window.rtc && window.rtc.id && ['in-room', 'full', 'closed', 'error']
           .includes(window.rtc.state), null, { timeout: 10000 });
         const snap = await rtcSnapshot(page);
@@ -339,6 +342,7 @@ async function run() {
       }
     });
 
+    await resumeAfterCrash(ps, ids, connected);
     await peerCrash(ps, ids, connected);
 
     await check('P3 closes its page: P1 and P2 remove its tile and show that it left, and stay connected', async () => {
@@ -382,6 +386,61 @@ const allConnected = (n) => {
   const list = window.rtc.peers();
   return list.length === n && list.every((p) => p.connectionState === 'connected');
 };
+
+// docs/rooms-protocol.md "Resume" (issue 19, acceptance 10): P1's socket is cut by a crash of its
+// peer; the page resumes with the same id, its calls stay connected, P2 and P3 see no leave, and the
+// chat lines sent while it was away (by P2, and by P1 itself) arrive once.
+async function resumeAfterCrash(ps, ids, connected) {
+  const cut = ids[0];
+  await check('P1\'s own peer crashes: P1 resumes with the same id, its calls stay up, nobody sees it leave, and the chat sent meanwhile arrives once', async () => {
+    const r = await fetch(opts.admin + '/crash', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ target: `peer:${cut}` }),
+    });
+    assert(r.status === 200, `POST /crash peer:${cut} answered ${r.status} ${await r.text()}`);
+    const fromP2 = `while P1 was away ${Date.now()}`;
+    await ps[1].fill('#chat-input', fromP2);
+    await ps[1].press('#chat-input', 'Enter');
+    const t0 = Date.now();
+    await ps[0].waitForFunction(() => window.rtc.state === 'reconnecting' || window.rtc.resumes > 0, null, { timeout: 5000 });
+    const fromP1 = `P1 typed this while reconnecting ${Date.now()}`;
+    const typedWhileAway = await ps[0].evaluate(() => window.rtc.state === 'reconnecting');
+    if (typedWhileAway) {
+      await ps[0].fill('#chat-input', fromP1);
+      await ps[0].press('#chat-input', 'Enter');
+    }
+    await ps[0].waitForFunction((id) => window.rtc.resumes === 1 && window.rtc.state === 'in-room' && window.rtc.id === id,
+      cut, { timeout: 10000 });
+    const took = Date.now() - t0;
+    await ps[0].locator('#chat-log li.peer', { hasText: fromP2 }).waitFor({ timeout: 5000 });
+    if (typedWhileAway) {
+      for (const i of [1, 2]) {
+        await ps[i].locator('#chat-log li.peer', { hasText: fromP1 }).waitFor({ timeout: 5000 });
+      }
+    }
+    await sleep(500);
+    for (const i of [0, 1, 2]) {
+      for (const text of typedWhileAway ? [fromP2, fromP1] : [fromP2]) {
+        const n = await ps[i].locator('#chat-log li', { hasText: text }).count();
+        assert(n === 1, `${text} is ${n} times in P${i + 1}'s chat`);
+      }
+    }
+    for (const i of [1, 2]) {
+      const left = await ps[i].locator(`#people-log li.left[data-peer-id="${cut}"]`).count();
+      assert(left === 0, `P${i + 1} was told P1 left`);
+      assert(await ps[i].locator(tileSelector(cut)).count() === 1, `P${i + 1} lost P1's tile`);
+    }
+    if (connected) {
+      for (const i of [0, 1, 2]) {
+        const snap = await rtcSnapshot(ps[i]);
+        assert(snap.peers.length === 2 && snap.peers.every((p) => p.connectionState === 'connected'),
+          `P${i + 1}: ${JSON.stringify(snap.peers)}`);
+      }
+      await remoteVideoLive(ps[1], cut);
+    }
+    assert(await ps[0].locator('#error').isHidden(), 'P1 shows an error');
+    return `resumed ${took} ms after the crash${typedWhileAway ? ', with a line typed while reconnecting' : ''}`;
+  });
+}
 
 // README "Named rooms, more than two people": a page whose own connection ends says so and rejoins.
 async function peerCrash(ps, ids, connected) {
