@@ -187,21 +187,24 @@ pub enum RawOutcome {
     Failed(String, u16),
 }
 
-/// Opens `/socket/<room>?resume=1` and sends `first` as its first frame.
+/// Opens `/socket/<room>?resume=1` and sends `first` as its first frame; also returns how long
+/// the answer took after the request was sent.
 pub async fn resume_raw(
     addr: SocketAddr,
     room: &str,
     headers: &[(&str, &str)],
     first: &str,
-) -> (RawOutcome, ()) {
+) -> (RawOutcome, std::time::Duration) {
     let path = format!("/socket/{room}?resume=1");
     let mut client = Client::connect_with(addr, &path, headers).await;
     client.send(first).await;
+    let sent = std::time::Instant::now();
     let answer = client.recv_json().await;
+    let took = sent.elapsed();
     match answer["event"].as_str() {
         Some("resumed") => (
             RawOutcome::Resumed(Box::new(client), answer["data"].clone()),
-            (),
+            took,
         ),
         Some("resume_failed") => {
             let reason = answer["data"]["reason"]
@@ -209,7 +212,7 @@ pub async fn resume_raw(
                 .expect("a reason")
                 .to_owned();
             let code = client.expect_close().await;
-            (RawOutcome::Failed(reason, u16::from(code)), ())
+            (RawOutcome::Failed(reason, u16::from(code)), took)
         }
         _ => panic!("expected resumed or resume_failed, got {answer}"),
     }
