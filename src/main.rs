@@ -106,6 +106,11 @@ struct Cli {
     /// This node's id in the cluster (1 to 64 of A-Z a-z 0-9 . _ -) [default: random, logged].
     #[arg(long, value_name = "ID", requires = "cluster")]
     node_id: Option<rtcserver::cluster::NodeId>,
+    /// Where the other nodes reach this node's WebSocket port (HOST:PORT), to pass it a resume
+    /// of a session it holds [default: the listening address; 127.0.0.1:PORT when listening on
+    /// every interface].
+    #[arg(long, value_name = "HOST:PORT", requires = "cluster")]
+    advertise_addr: Option<String>,
     /// Frames one WebSocket may send per second, with a burst of 2 s worth; over it the
     /// socket is not read until the budget refills, and a client over it for 10 s is closed
     /// with 1008; 0: no limit [default: 1000].
@@ -222,7 +227,11 @@ fn main() -> ExitCode {
     }
     if let Some(url) = cli.cluster.or(env.cluster) {
         let node_id = cli.node_id.or(env.node_id).unwrap_or_else(NodeId::random);
-        config.cluster = Some(rtcserver::cluster::ClusterConfig { url, node_id });
+        config.cluster = Some(rtcserver::cluster::ClusterConfig {
+            url,
+            node_id,
+            advertise: cli.advertise_addr,
+        });
     }
     if cli.no_auto_rooms {
         config.auto_rooms = false;

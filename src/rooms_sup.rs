@@ -374,6 +374,12 @@ impl Rooms {
     }
 
     /// Tells a room that one of its peers is gone from the registry.
+    /// The engine that decides membership (for a resume that reached another node than the
+    /// one holding its session).
+    pub fn cluster(&self) -> &Arc<dyn Cluster> {
+        &self.cluster
+    }
+
     pub fn peer_left(&self, key: &RoomKey, peer: PeerId) {
         if let Some(entry) = lock(&self.table).get(key) {
             let _ = entry.mailbox.try_send(RoomMsg::Leave { peer });

@@ -559,9 +559,20 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
     }
     let redis = match &config.cluster {
         Some(c) => {
+            // Where the others pass this node a resume of a session it holds.
+            let advertise = c.advertise.clone().or_else(|| {
+                local_addr.map(|a| {
+                    if a.ip().is_unspecified() {
+                        format!("127.0.0.1:{}", a.port())
+                    } else {
+                        a.to_string()
+                    }
+                })
+            });
             let connect = crate::cluster::redis::RedisCluster::connect(
                 &c.url,
                 c.node_id.as_str(),
+                advertise,
                 Arc::clone(&registry),
                 Arc::clone(&events),
             );

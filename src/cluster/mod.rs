@@ -34,6 +34,10 @@ pub struct ClusterConfig {
     pub url: String,
     /// Unique among the nodes; random when not given.
     pub node_id: NodeId,
+    /// `--advertise-addr`: where the other nodes reach this node's WebSocket port, to pass it a
+    /// resume of a session it holds (docs/cluster.md, "Resume across nodes"). Default: the
+    /// listening address, or 127.0.0.1 and its port when listening on every interface.
+    pub advertise: Option<String>,
 }
 
 /// A node's id: 1 to 64 of `A-Z a-z 0-9 . _ -` (it is part of Redis keys and channel messages).
@@ -167,6 +171,12 @@ pub trait Cluster: Send + Sync {
 
     /// `peer` (a local member) left `room`: the other nodes hear it after everything it sent.
     fn leave(&self, room: &RoomKey, peer: PeerId);
+
+    /// Where to reach the node that holds member `peer` of `room` (its advertised address),
+    /// when it is another node: a resume that reached this node goes there.
+    fn holder<'a>(&'a self, _room: &'a RoomKey, _peer: PeerId) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async { None })
+    }
 }
 
 /// The rule a room applies, checked against a count of members.

@@ -83,6 +83,8 @@ enum Change {
 
 pub struct RedisCluster {
     node: Arc<str>,
+    /// Where the other nodes reach this node's WebSocket port.
+    advertise: Option<String>,
     client: ::redis::Client,
     commands: Mutex<Option<MultiplexedConnection>>,
     publisher: Publisher,
@@ -124,6 +126,7 @@ impl RedisCluster {
     pub async fn connect(
         url: &str,
         node: &str,
+        advertise: Option<String>,
         registry: Arc<Registry>,
         events: Arc<Events>,
     ) -> Result<Arc<Self>, ClusterError> {
@@ -135,6 +138,7 @@ impl RedisCluster {
         let (publisher, outbound) = Publisher::new();
         let cluster = Arc::new(RedisCluster {
             node: node.into(),
+            advertise,
             client,
             commands: Mutex::new(None),
             publisher,
@@ -186,6 +190,10 @@ impl RedisCluster {
             .arg(wire::PREFIX)
             .arg("left")
             .arg("0")
+            .query_async(&mut conn)
+            .await;
+        let _: Result<i64, _> = ::redis::cmd("DEL")
+            .arg(wire::addr_key(&self.node))
             .query_async(&mut conn)
             .await;
         match removed {
@@ -257,8 +265,16 @@ impl RedisCluster {
             .ignore()
             .cmd("SADD")
             .arg(wire::nodes_key())
-            .arg(&*self.node)
-            .cmd("PEXPIRE")
+            .arg(&*self.node);
+        if let Some(addr) = &self.advertise {
+            pipe.cmd("SET")
+                .arg(wire::addr_key(&self.node))
+                .arg(addr)
+                .arg("PX")
+                .arg(LEASE_TTL.as_millis() as u64)
+                .ignore();
+        }
+        pipe.cmd("PEXPIRE")
             .arg(wire::nodes_key())
             .arg(ttl)
             .ignore()
@@ -735,6 +751,24 @@ impl RedisCluster {
 impl Cluster for RedisCluster {
     fn node_id(&self) -> &str {
         &self.node
+    }
+
+    fn holder<'a>(&'a self, room: &'a RoomKey, peer: PeerId) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await.ok()?;
+            let node: Option<String> = ::redis::cmd("HGET")
+                .arg(wire::members_key(&wire::room_id(room)))
+                .arg(peer)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            let node = node.filter(|n| *n != *self.node)?;
+            ::redis::cmd("GET")
+                .arg(wire::addr_key(&node))
+                .query_async(&mut conn)
+                .await
+                .ok()?
+        })
     }
 
     fn is_distributed(&self) -> bool {

@@ -56,6 +56,11 @@ pub fn lease_key(node: &str) -> String {
     format!("{PREFIX}lease:{node}")
 }
 
+/// Where a node's WebSocket port is reached (`--advertise-addr`); expires with its lease.
+pub fn addr_key(node: &str) -> String {
+    format!("{PREFIX}addr:{node}")
+}
+
 /// The set of every node that joined and has not been removed.
 pub fn nodes_key() -> String {
     format!("{PREFIX}nodes")

@@ -19,6 +19,8 @@ use futures_util::SinkExt;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod remote;
+
 /// A resumable peer is pinged this often, and detached after 3 times as long without a frame.
 pub(super) const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long a resume connection has to send its `resume` request.
@@ -47,6 +49,9 @@ pub(super) async fn serve(
     inbox: Inbox,
 ) -> Result<NamedSession, End> {
     let process = inbox.owner().id();
+    // What the node that holds the session needs to authenticate the same user, if the resume
+    // has to go there.
+    let credentials = remote::credentials(&request);
     let Some(mut ws) = upgrade(shared, stream, request).await else {
         return Err(End::Closed);
     };
@@ -56,8 +61,13 @@ pub(super) async fn serve(
         crate::deadline::after(REQUEST_WAIT).await;
         None
     };
+    let mut first_text = None;
     let asked = match futures_lite::future::or(first, timeout).await {
-        Some(Some(Ok(Message::Text(text)))) => wire::resume_request(text.as_str()),
+        Some(Some(Ok(Message::Text(text)))) => {
+            let asked = wire::resume_request(text.as_str());
+            first_text = Some(text.as_str().to_owned());
+            asked
+        }
         Some(_) => None,
         None => {
             let code = CloseCode::from(NO_RESUME_CLOSE);
@@ -81,6 +91,30 @@ pub(super) async fn serve(
         .await;
     let mut resumed = match resumed {
         Ok(resumed) => resumed,
+        Err(Failure::Unknown) if !shared.resume.holds(asked.peer_id) => {
+            // Not a session of this node: perhaps of another node of the cluster.
+            let key = crate::registry::RoomKey::Named(auth.room.as_str().into());
+            let cluster = Arc::clone(shared.rooms.cluster());
+            if let Some(node) = cluster.holder(&key, asked.peer_id).await {
+                let first = first_text.unwrap_or_default();
+                return Err(remote::pipe(
+                    shared,
+                    ws,
+                    &inbox,
+                    &node,
+                    &auth.room,
+                    &credentials,
+                    &first,
+                )
+                .await);
+            }
+            log::info!(
+                "{client}: resume of peer {} in room {} failed: unknown",
+                asked.peer_id,
+                auth.room
+            );
+            return Err(fail(&mut ws, Failure::Unknown).await);
+        }
         Err(failure) => {
             log::info!(
                 "{client}: resume of peer {} in room {} failed: {}",
