@@ -60,6 +60,9 @@ pub struct Config {
     /// `--resume-window-ms`: how long a resumable peer whose connection dropped stays a
     /// member (at most 300 s); zero turns resume off.
     pub resume_window: Duration,
+    /// How often a resumable peer is pinged; one silent for 3 times as long is detached. 5 s
+    /// (docs/rooms-protocol.md, "Detach"); not a flag: tests shorten it.
+    pub resume_heartbeat: Duration,
     /// `--max-messages-per-sec` and `--max-bytes-per-sec`: what one connection may send.
     pub budget: crate::budget::Budget,
     /// WebSockets one client address may hold at once; `None`: no limit.
@@ -113,6 +116,7 @@ impl Default for Config {
             budget: Default::default(),
             heartbeat: Some(Duration::from_secs(20)),
             resume_window: Duration::from_millis(20_000),
+            resume_heartbeat: Duration::from_secs(5),
             trusted_proxies: Default::default(),
             chaos: None,
             chaos_seed: None,

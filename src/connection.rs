@@ -710,7 +710,7 @@ impl Pace {
     /// `--heartbeat-secs` says: its window starts when the network went, not minutes later.
     fn resumable(shared: &Shared) -> Self {
         Pace {
-            heartbeat: heartbeat::Heartbeat::new(Some(resume::HEARTBEAT)),
+            heartbeat: heartbeat::Heartbeat::new(Some(shared.config.resume_heartbeat)),
             ..Pace::of(shared)
         }
     }

@@ -412,6 +412,19 @@ fn a_crashed_peer_resumes_and_a_listener_crash_does_not_stop_a_resume() {
         for n in 1..10 {
             assert_eq!(a.recv_json().await["data"], n, "nothing lost");
         }
+        // A crash of the room changes nothing for a resumable member, attached or not.
+        let room = rtcserver::RoomKey::Named("crashy".into());
+        server
+            .handle
+            .crash(&rtcserver::CrashTarget::Room(room))
+            .expect("crash of the room");
+        b.send(json!({"event": "n", "data": 9.5, "to": [a.id]}))
+            .await;
+        assert_eq!(
+            a.recv_json().await["data"],
+            9.5,
+            "relayed after the room crash"
+        );
         // The resumed peer is crashed again, by its id: the process serving it now.
         server
             .handle
@@ -583,6 +596,44 @@ fn with_resume_off_a_resumable_join_is_a_plain_join() {
             json!({"event": "joined", "data": {"peer_id": b.id}})
         );
         drop(a);
+        b.expect_event("left").await;
+        drop(b);
+        server.assert_clean().await;
+    });
+}
+
+/// docs/rooms-protocol.md "Detach": a resumable peer that answers no ping (a vanished network
+/// that sent no FIN) is detached after 3 heartbeats (shortened here to 200 ms), the others hear
+/// nothing, and it resumes with what was sent meanwhile.
+#[test]
+fn a_silent_resumable_peer_is_detached_by_the_heartbeat_and_resumes() {
+    run(async {
+        let server = common::server_with(|c| {
+            c.default_max_peers = 8;
+            c.resume_heartbeat = Duration::from_millis(200);
+        });
+        let mut a = ResumablePeer::join(&server, "quiet").await;
+        let mut b = RoomPeer::join(&server, "quiet").await;
+        a.expect_event("joined").await;
+        // A reads nothing from here on: its client never sees the pings, so it never answers.
+        let started = std::time::Instant::now();
+        detached(&server, &a.id).await;
+        let silent_for = started.elapsed();
+        assert!(
+            silent_for >= Duration::from_millis(400),
+            "detached after {silent_for:?}, before 3 heartbeats"
+        );
+        b.send(json!({"event": "n", "data": 1, "to": [a.id]})).await;
+        a.reset();
+        let mut a = a.resumed().await;
+        assert_eq!(a.recv_json().await["data"], 1);
+        b.send(json!({"event": "sync", "to": [b.id]})).await;
+        assert_eq!(
+            b.recv_json().await["event"],
+            "sync",
+            "B heard nothing of A's silence"
+        );
+        a.leave().await;
         b.expect_event("left").await;
         drop(b);
         server.assert_clean().await;

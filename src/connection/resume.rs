@@ -21,8 +21,6 @@ use std::time::Duration;
 
 mod remote;
 
-/// A resumable peer is pinged this often, and detached after 3 times as long without a frame.
-pub(super) const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long a resume connection has to send its `resume` request.
 const REQUEST_WAIT: Duration = Duration::from_secs(5);
 
