@@ -209,7 +209,7 @@ impl Shared {
             }
         };
         // A resumable peer's membership is its session's to end (it outlives the process).
-        if !self.resume.holds(id) {
+        if !self.resume.process_ended(id) {
             self.registry.down(id);
         }
         if self.config.client_faults {

@@ -639,3 +639,41 @@ fn a_silent_resumable_peer_is_detached_by_the_heartbeat_and_resumes() {
         server.assert_clean().await;
     });
 }
+
+/// A peer hook that panics on the welcome of a resumable peer: the peer's process crashes
+/// before its connection could hold the session, and the session ends with it (nothing is left:
+/// no session, no registration).
+#[test]
+fn a_session_whose_welcome_crashed_is_not_left_behind() {
+    struct PanicOnWelcome;
+    impl rtcserver::hooks::PeerHooks for PanicOnWelcome {
+        fn on_send(
+            &self,
+            _peer: &rtcserver::hooks::AuthData,
+            message: rtcserver::rooms_protocol::RoomMessage,
+        ) -> rtcserver::hooks::Action<rtcserver::rooms_protocol::RoomMessage> {
+            if message.event == "authenticated" {
+                panic!("on_send of the welcome fails");
+            }
+            rtcserver::hooks::Action::Forward(message)
+        }
+    }
+    run(async {
+        let mut config = rtcserver::Config::ephemeral();
+        config.default_max_peers = 8;
+        let server = common::server_built(config, |s| s.peer_hooks(PanicOnWelcome));
+        let mut c = common::Client::connect(server.addr(), "/socket/boom?resumable=1").await;
+        // The connection ends (1011, or a reset): no welcome.
+        let _ = common::within(common::WAIT, "the end", async {
+            while let Some(Ok(m)) = futures_lite::StreamExt::next(&mut c.ws).await {
+                assert!(
+                    !matches!(&m, async_tungstenite::tungstenite::Message::Text(t) if t.contains("authenticated")),
+                    "a welcome came"
+                );
+            }
+        })
+        .await;
+        server.assert_clean().await;
+        assert_eq!(server.handle.stats().resume_sessions, 0);
+    });
+}

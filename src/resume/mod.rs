@@ -203,6 +203,27 @@ impl Sessions {
         lock(&self.table).contains_key(&peer)
     }
 
+    /// `peer`'s process ended (its supervisor's report, after everything the process did):
+    /// whether its session still holds its membership. A session left attached to a dead
+    /// mailbox (the process died before its connection could hand the peer over, e.g. a hook
+    /// panicked during the welcome) ends here, so that nothing is left behind.
+    pub fn process_ended(&self, peer: PeerId) -> bool {
+        let mut table = lock(&self.table);
+        let dead = match table.get(&peer).map(|e| &e.state) {
+            None => return false,
+            Some(State::Attached { mailbox }) => !mailbox.is_alive(),
+            Some(_) => false,
+        };
+        if dead {
+            if let Some(entry) = table.remove(&peer) {
+                drop(table);
+                self.bury(peer, &entry, Failure::Left);
+            }
+            return false;
+        }
+        true
+    }
+
     /// The first frame on a resumed connection came: the token before the rotation is no
     /// longer valid.
     pub fn confirm(&self, peer: PeerId) {
