@@ -49,31 +49,53 @@ const MAX_BATCH: usize = 64;
 /// Two phases, each in a box of its own: the handshake (TLS, HTTP, authentication, the join),
 /// then the WebSocket's life. An idle connection then holds only the second, and a book peer
 /// does not pay for the named-rooms handshake (a future is as big as its largest state).
-pub(crate) async fn serve(
+///
+/// Not an `async fn`, and its arguments in one box: an `async fn` keeps its arguments (the
+/// socket, 120 bytes) and the handshake's result (the session, 630 bytes) in every state, the
+/// idle one included; here the idle state holds the live phase's box and the `slot`.
+pub(crate) fn serve(
     shared: Arc<Shared>,
     tcp: TcpStream,
     addr: SocketAddr,
     tls: bool,
     inbox: Inbox,
-) {
-    // The client's place under --max-connections-per-ip, held until the connection ends.
-    let mut slot = None;
-    let session = Box::pin(open(shared, tcp, addr, tls, inbox, &mut slot)).await;
-    match session {
-        Some(Session::Book(s)) => boxed_live(s.live()).await,
-        Some(Session::Named(s)) => boxed_live(s.live()).await,
-        None => {}
+) -> impl Future<Output = ()> {
+    let accepted = Box::new((shared, tcp, addr, tls, inbox));
+    async move {
+        // The client's place under --max-connections-per-ip, held until the connection ends.
+        let mut slot = None;
+        let live = live_phase(accepted, &mut slot).await;
+        if let Some(live) = live {
+            live.await;
+        }
+        drop(slot);
     }
-    drop(slot);
+}
+
+type Accepted = Box<(Arc<Shared>, TcpStream, SocketAddr, bool, Inbox)>;
+
+/// The handshake, then the WebSocket's life in a box, ready to run.
+async fn live_phase(
+    accepted: Accepted,
+    slot: &mut Option<IpSlot>,
+) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+    let (shared, tcp, addr, tls, inbox) = *accepted;
+    match Box::pin(open(shared, tcp, addr, tls, inbox, slot)).await? {
+        Session::Book(s) => Some(boxed_live(s.live())),
+        Session::Named(s) => Some(boxed_live(s.live())),
+    }
 }
 
 /// The most a connection's live phase may take in its box: every connection, idle or not, holds
 /// it for its whole life. A buffer kept in one of its states is paid by every connection (a 16 KiB
-/// array in `drain` once made it 53 KiB, and an idle connection 62 KiB instead of 9); every
-/// test that opens a connection in a debug build checks it.
-const MAX_LIVE_FUTURE: usize = 8 * 1024;
+/// array in `drain` once made it 53 KiB, and an idle connection 62 KiB instead of 9); it is now
+/// 1.9 KiB (book) and 2.0 KiB (rooms), the rare paths (close, crash, control orders) boxed apart.
+/// Every test that opens a connection in a debug build checks it.
+const MAX_LIVE_FUTURE: usize = 3 * 1024;
 
-fn boxed_live<F: Future<Output = ()>>(live: F) -> std::pin::Pin<Box<F>> {
+fn boxed_live<F: Future<Output = ()> + Send + 'static>(
+    live: F,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     debug_assert!(
         std::mem::size_of::<F>() <= MAX_LIVE_FUTURE,
         "a connection's live future takes {} bytes, over {MAX_LIVE_FUTURE}",
@@ -723,36 +745,50 @@ const YIELD_EVERY: u32 = 16;
 
 /// A WebSocket's life: the loop, then `finish` with how it ended. Everything the connection
 /// holds is this function's own (the loop borrows it), so it is stored once in the future.
-async fn run<H: Handler>(
-    mut ws: Ws,
-    mut handler: H,
-    mut inbox: Inbox,
+///
+/// Not an `async fn`: that would keep each argument twice in the future (as an argument and as
+/// the local it is moved to), 760 bytes of every connection's state; the block below captures
+/// them once.
+fn run<H: Handler>(
+    ws: Ws,
+    handler: H,
+    inbox: Inbox,
     pace: Pace,
     finish: impl FnOnce(End, H, Inbox),
-) {
-    let end = AssertUnwindSafe(run_loop(&mut ws, &mut handler, &mut inbox, pace))
-        .catch_unwind()
-        .await;
-    drop(ws);
-    match end {
-        Ok(end) => finish(end, handler, inbox),
-        Err(panic) => {
-            // A crash is an end too (the hooks' `on_terminate` hears of it as 1011, a resumable
-            // peer is detached); then the panic goes on to the supervisor.
-            finish(
-                End::Server(CloseCode::Error, "internal error".into()),
-                handler,
-                inbox,
-            );
-            std::panic::resume_unwind(panic)
+) -> impl Future<Output = ()> {
+    let (mut ws, mut handler, mut inbox, mut pace) = (ws, handler, inbox, pace);
+    async move {
+        let end = AssertUnwindSafe(run_loop(&mut ws, &mut handler, &mut inbox, &mut pace))
+            .catch_unwind()
+            .await;
+        drop(ws);
+        match end {
+            Ok(end) => finish(end, handler, inbox),
+            Err(panic) => {
+                // A crash is an end too (the hooks' `on_terminate` hears of it as 1011, a
+                // resumable peer is detached); then the panic goes on to the supervisor.
+                finish(
+                    End::Server(CloseCode::Error, "internal error".into()),
+                    handler,
+                    inbox,
+                );
+                std::panic::resume_unwind(panic)
+            }
         }
     }
 }
 
-async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox, pace: Pace) -> End {
+/// `pace` is borrowed, not owned: the loop's future then holds a pointer to it instead of the
+/// value twice (as its argument and as its locals), 600 bytes of every connection's state.
+async fn run_loop(
+    ws: &mut Ws,
+    handler: &mut impl Handler,
+    inbox: &mut Inbox,
+    pace: &mut Pace,
+) -> End {
     let Pace {
-        heartbeat: mut beat,
-        mut throttle,
+        heartbeat: beat,
+        throttle,
     } = pace;
     // Alternate which side is polled first so that neither a busy socket nor a busy mailbox
     // starves the other.
@@ -816,7 +852,7 @@ async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox, pa
             Input::OverBudget(OverTooLong(over)) => {
                 let why = budget::OVER_BUDGET;
                 log::debug!("over budget for {over:?}");
-                close(ws, CloseCode::Policy, why).await;
+                Box::pin(close(ws, CloseCode::Policy, why)).await;
                 return End::Server(CloseCode::Policy, why.to_owned());
             }
             Input::Beat(heartbeat::Beat::Ping) => {
@@ -824,17 +860,17 @@ async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox, pa
             }
             Input::Beat(heartbeat::Beat::Dead(silent)) => {
                 let why = format!("no frame or pong for {} s", silent.as_secs());
-                close(ws, CloseCode::Away, "heartbeat timeout").await;
+                Box::pin(close(ws, CloseCode::Away, "heartbeat timeout")).await;
                 return End::Silent(why);
             }
             Input::Info(None) => return End::Closed,
             Input::Info(Some(Delivered::Control(control))) => {
-                return obey(ws, inbox, control, Stuck::No).await
+                return Box::pin(obey(ws, inbox, control, Stuck::No)).await
             }
             Input::Info(Some(Delivered::Message(msg))) => {
                 inbox.taken(&msg);
                 if let PeerMsg::Faulted(f) = msg {
-                    match faulted::carry_out(ws, handler, inbox, *f).await {
+                    match Box::pin(faulted::carry_out(ws, handler, inbox, *f)).await {
                         Ok(()) => continue,
                         Err(end) => return end,
                     }
@@ -846,7 +882,9 @@ async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox, pa
                     match interruptible(inbox, batch).await {
                         Written::Done(Ok(())) => continue,
                         Written::Done(Err(end)) => return end,
-                        Written::Interrupted(c) => return obey(ws, inbox, c, Stuck::Yes).await,
+                        Written::Interrupted(c) => {
+                            return Box::pin(obey(ws, inbox, c, Stuck::Yes)).await
+                        }
                     }
                 }
                 command
@@ -861,7 +899,7 @@ async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox, pa
                     .await
                 {
                     Ok(command) => command,
-                    Err(panic) => crashed(ws, panic).await,
+                    Err(panic) => Box::pin(crashed(ws, panic)).await,
                 }
             }
             Input::Frame(Some(Ok(Message::Binary(_)))) => {
@@ -869,14 +907,16 @@ async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox, pa
                 None
             }
             Input::Frame(Some(Ok(Message::Close(frame)))) => {
-                return client_close::answer(ws, frame.as_ref()).await;
+                return Box::pin(client_close::answer(ws, frame.as_ref())).await;
             }
             // tungstenite queued the pong: send it now, not with the next message.
             Input::Frame(Some(Ok(Message::Ping(_)))) => {
                 match interruptible(inbox, ws.flush()).await {
                     Written::Done(Ok(())) => None,
                     Written::Done(Err(_)) => return End::Closed,
-                    Written::Interrupted(c) => return obey(ws, inbox, c, Stuck::Yes).await,
+                    Written::Interrupted(c) => {
+                        return Box::pin(obey(ws, inbox, c, Stuck::Yes)).await
+                    }
                 }
             }
             Input::Frame(Some(Ok(_))) => None,
@@ -892,7 +932,7 @@ async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox, pa
                 }
                 WsError::Protocol(p) => {
                     let reason = p.to_string();
-                    close(ws, CloseCode::Protocol, "protocol error").await;
+                    Box::pin(close(ws, CloseCode::Protocol, "protocol error")).await;
                     return End::Server(CloseCode::Protocol, reason);
                 }
                 _ => return End::Closed,
@@ -903,10 +943,10 @@ async fn run_loop(ws: &mut Ws, handler: &mut impl Handler, inbox: &mut Inbox, pa
             Some(Command::Send(frame)) => match interruptible(inbox, ws.send(frame)).await {
                 Written::Done(Ok(())) => {}
                 Written::Done(Err(_)) => return End::Closed,
-                Written::Interrupted(c) => return obey(ws, inbox, c, Stuck::Yes).await,
+                Written::Interrupted(c) => return Box::pin(obey(ws, inbox, c, Stuck::Yes)).await,
             },
             Some(Command::Close(code, why)) => {
-                close(ws, code, why).await;
+                Box::pin(close(ws, code, why)).await;
                 return End::Server(code, why.to_owned());
             }
         }
@@ -935,7 +975,7 @@ async fn feed_batch(
                 }
             }
             Some(Command::Close(code, why)) => {
-                close(ws, code, why).await;
+                Box::pin(close(ws, code, why)).await;
                 return Err(End::Server(code, why.to_owned()));
             }
             None => {}
@@ -953,11 +993,15 @@ enum Written<T> {
 
 /// A write raced against the mailbox's control orders: a peer that stopped reading fills its
 /// socket, and the write then waits for as long as it does; overflow, stop and crash must still
-/// act.
-async fn interruptible<T>(inbox: &Inbox, write: impl Future<Output = T>) -> Written<T> {
-    let write = async { Written::Done(write.await) };
-    let control = async { Written::Interrupted(inbox.control().await) };
-    write.or(control).await
+/// act. Not an `async fn`: that would hold `write` twice (as its argument and in the race),
+/// in every connection's state.
+fn interruptible<'a, T: 'a>(
+    inbox: &'a Inbox,
+    write: impl Future<Output = T> + 'a,
+) -> impl Future<Output = Written<T>> + 'a {
+    let write = async move { Written::Done(write.await) };
+    let control = async move { Written::Interrupted(inbox.control().await) };
+    write.or(control)
 }
 
 /// Whether the socket holds data the client is not reading.
@@ -975,7 +1019,7 @@ async fn obey(ws: &mut Ws, inbox: &Inbox, control: Control, stuck: Stuck) -> End
             if stuck == Stuck::Yes {
                 abort(ws);
             } else {
-                close(ws, CloseCode::Error, "internal error").await;
+                Box::pin(close(ws, CloseCode::Error, "internal error")).await;
             }
             panic!("injected crash of peer {id}");
         }
@@ -986,7 +1030,7 @@ async fn obey(ws: &mut Ws, inbox: &Inbox, control: Control, stuck: Stuck) -> End
             if stuck == Stuck::Yes {
                 abort(ws);
             } else {
-                close(ws, CloseCode::Policy, why).await;
+                Box::pin(close(ws, CloseCode::Policy, why)).await;
             }
             return End::Server(CloseCode::Policy, why.into());
         }
@@ -995,7 +1039,7 @@ async fn obey(ws: &mut Ws, inbox: &Inbox, control: Control, stuck: Stuck) -> End
             if stuck == Stuck::Yes {
                 abort(ws);
             } else {
-                close(ws, code, "replaced").await;
+                Box::pin(close(ws, code, "replaced")).await;
             }
             return End::Replaced;
         }
@@ -1003,7 +1047,7 @@ async fn obey(ws: &mut Ws, inbox: &Inbox, control: Control, stuck: Stuck) -> End
         Control::Stop(StopReason::SupervisorDown) => (CloseCode::Error, "supervisor down"),
     };
     // Bounded: what is still unwritten gets the close's deadline to drain, then a reset.
-    close(ws, code, why).await;
+    Box::pin(close(ws, code, why)).await;
     End::Server(code, why.to_owned())
 }
 
@@ -1016,7 +1060,7 @@ fn abort(ws: &Ws) {
 async fn guarded(ws: &mut Ws, f: impl FnOnce() -> Option<Command>) -> Option<Command> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(command) => command,
-        Err(panic) => crashed(ws, panic).await,
+        Err(panic) => Box::pin(crashed(ws, panic)).await,
     }
 }
 
