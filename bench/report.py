@@ -7,10 +7,10 @@ import json
 import os
 import sys
 
-TARGETS = ["rtcserver", "rooms", "ceiling", "matchbox", "peerjs"]
+TARGETS = ["rtcserver", "rooms", "ceiling", "matchbox", "peerjs", "rtcserver2c"]
 OURS = ["rtcserver", "rooms"]
 PEERS = ["matchbox", "peerjs"]
-WORKLOADS = ["hold", "relay", "setup", "rate"]
+WORKLOADS = ["hold", "relay", "setup", "rate", "relay_p1", "relay_p10"]
 
 
 SUMMED = {"errors", "failures", "unclean_closes", "lost", "messages", "setups", "sent", "received", "round_trips"}
@@ -63,7 +63,7 @@ def aggregate(runs, workload):
     if not good:
         return {"error": runs[0].get("error", "no round ran") if runs else "no round ran"}
     out = merge(good)
-    key = HEADLINE[workload]
+    key = HEADLINE[workload.split("_p")[0]]
     vals = [r[key] for r in good if r.get(key) is not None]
     out["rounds"] = len(runs)
     out["rounds_ok"] = len(good)
@@ -122,6 +122,7 @@ def label(t, meta):
         "ceiling": "ceiling (minimal relay)",
         "matchbox": f"matchbox_server {meta.get('matchbox', '')}",
         "peerjs": f"PeerJS server {meta.get('peerjs', '')}",
+        "rtcserver2c": "**rtcserver** (book, both cores)",
     }[t]
 
 
@@ -450,6 +451,9 @@ def main():
         w("| setup vs the peers | a run is missing | not measured |")
     w("")
 
+    # ---------------------------------------------------------------- issue 20
+    issue20(w, meta, results)
+
     # ---------------------------------------------------------------- reproduce
     w("## Reproduce")
     w("")
@@ -473,6 +477,93 @@ def main():
     w("")
     w("</details>")
     print("\n".join(out))
+
+
+def issue20(w, meta, results):
+    """The targets of issue 20 ("performance at the limit"), each with its ratio to the ceiling of this run."""
+    r = lambda t, wl: results.get((t, wl)) if ok(t, wl, results) else None
+    w("## Issue 20: performance at the limit")
+    w("")
+    w("Every ratio is against the ceiling (or the one-core server) measured in this run; the servers took turns.")
+    w("")
+    w("| target | measured | ratio | verdict |")
+    w("|---|---|---:|---|")
+    for t in ["rtcserver", "rooms"]:
+        h = r(t, "hold")
+        if h:
+            kib = h.get("rss_per_conn_kib")
+            w(
+                f"| memory ≤ 4 KiB per idle joined connection ({label(t, meta)}) | {num(kib, 2)} KiB at "
+                f"{num(h.get('connections_open'))} connections; idle CPU {num(h.get('idle_cpu_percent'), 2)} % | – | "
+                f"{verdict(kib is not None and kib <= 4 and (h.get('idle_cpu_percent') or 0) < 1)} |"
+            )
+    c = r("ceiling", "relay")
+    for t, rate_goal, cpu_goal in [("rtcserver", 0.95, 1.05), ("rooms", 0.9, 1.15)]:
+        x = r(t, "relay")
+        if not (x and c):
+            w(f"| relay, {label(t, meta)} | a run is missing | – | not measured |")
+            continue
+        m = x["msgs_per_sec"] / c["msgs_per_sec"] if c.get("msgs_per_sec") else None
+        k = (x.get("server_us_per_op") or 0) / c["server_us_per_op"] if c.get("server_us_per_op") else None
+        w(
+            f"| relay ≥ {rate_goal}× the ceiling's msgs/s at P = {meta.get('relay_pairs')} ({label(t, meta)}) | "
+            f"{num(x['msgs_per_sec'])} vs {num(c['msgs_per_sec'])} | {m:.2f}× | {verdict(m >= rate_goal)} |"
+        )
+        w(
+            f"| relay server CPU per message ≤ {cpu_goal}× the ceiling's ({label(t, meta)}) | "
+            f"{num(x.get('server_us_per_op'), 2)} vs {num(c.get('server_us_per_op'), 2)} µs | {k:.2f}× | "
+            f"{verdict(k is not None and k <= cpu_goal)} |"
+        )
+    cs = r("ceiling", "setup")
+    for t in ["rtcserver", "rooms"]:
+        x = r(t, "setup")
+        if not (x and cs and x.get("server_us_per_op") and cs.get("server_us_per_op")):
+            w(f"| setup CPU ≤ the ceiling's ({label(t, meta)}) | a run is missing | – | not measured |")
+            continue
+        k = x["server_us_per_op"] / cs["server_us_per_op"]
+        w(
+            f"| server CPU per call setup ≤ the ceiling's ({label(t, meta)}) | {num(x['server_us_per_op'])} vs "
+            f"{num(cs['server_us_per_op'])} µs | {k:.2f}× | {verdict(k <= 1.0)} |"
+        )
+    pairs = [p for p in (meta.get("relay_low_pairs") or "").split() if p]
+    for wl, p in [(f"relay_p{p}", p) for p in pairs] + [("relay", meta.get("relay_pairs"))]:
+        cw = r("ceiling", wl)
+        for t in ["rtcserver", "rooms"]:
+            x = r(t, wl)
+            a, b = get(x, "rtt", "p99_us"), get(cw, "rtt", "p99_us")
+            if a is None or not b:
+                w(f"| relay p99 ≤ 1.2× the ceiling's at P = {p} ({label(t, meta)}) | a run is missing | – | not measured |")
+                continue
+            w(
+                f"| relay p99 ≤ 1.2× the ceiling's at P = {p} ({label(t, meta)}) | {num(ms(a), 2)} vs "
+                f"{num(ms(b), 2)} ms | {a / b:.2f}× | {verdict(a / b <= 1.2)} |"
+            )
+    cr = r("ceiling", "rate")
+    for t in ["rtcserver", "rooms"]:
+        x = r(t, "rate")
+        a, b = get(x, "latency", "p99_us"), get(cr, "latency", "p99_us")
+        if a is None or not b:
+            w(f"| open-loop p99 ≤ 1.2× the ceiling's ({label(t, meta)}) | a run is missing | – | not measured |")
+            continue
+        w(
+            f"| open-loop p99 at {num(float(meta.get('rate', 0)))}/s ≤ 1.2× the ceiling's ({label(t, meta)}) | "
+            f"{num(ms(a), 2)} vs {num(ms(b), 2)} ms | {a / b:.2f}× | {verdict(a / b <= 1.2)} |"
+        )
+    one, two = r("rtcserver", "relay"), r("rtcserver2c", "relay")
+    if one and two:
+        w(
+            f"| cores: relay on both cores ÷ on one (loadgen shares the second core) | {num(two['msgs_per_sec'])} vs "
+            f"{num(one['msgs_per_sec'])} msgs/s; server CPU {num(two.get('server_cpu_percent'))} % vs "
+            f"{num(one.get('server_cpu_percent'))} % | {two['msgs_per_sec'] / one['msgs_per_sec']:.2f}× | reported |"
+        )
+    one, two = r("rtcserver", "setup"), r("rtcserver2c", "setup")
+    if one and two:
+        w(
+            f"| cores: setups on both cores ÷ on one | {num(two['setups_per_sec'])} vs {num(one['setups_per_sec'])} "
+            f"setups/s; server CPU {num(two.get('server_cpu_percent'))} % vs {num(one.get('server_cpu_percent'))} % | "
+            f"{two['setups_per_sec'] / one['setups_per_sec']:.2f}× | reported |"
+        )
+    w("")
 
 
 if __name__ == "__main__":
