@@ -131,10 +131,7 @@ impl RedisCluster {
         events: Arc<Events>,
     ) -> Result<Arc<Self>, ClusterError> {
         let client = ::redis::Client::open(url).map_err(unavailable)?;
-        let mut commands = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(unavailable)?;
+        let mut commands = open(&client).await.map_err(unavailable)?;
         let (publisher, outbound) = Publisher::new();
         let cluster = Arc::new(RedisCluster {
             node: node.into(),
@@ -206,11 +203,7 @@ impl RedisCluster {
         if let Some(conn) = lock(&self.commands).clone() {
             return Ok(conn);
         }
-        let conn = self
-            .client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| self.failed(e))?;
+        let conn = open(&self.client).await.map_err(|e| self.failed(e))?;
         *lock(&self.commands) = Some(conn.clone());
         self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
         Ok(conn)
@@ -497,7 +490,7 @@ impl RedisCluster {
             // While Redis is away, one attempt to reach it per RETRY, not one per message.
             if conn.is_none() && last_attempt.is_none_or(|at| at.elapsed() >= RETRY) {
                 last_attempt = Some(Instant::now());
-                match self.client.get_multiplexed_async_connection().await {
+                match open(&self.client).await {
                     Ok(c) => {
                         conn = Some(c);
                         conn_epoch = epoch;
@@ -925,6 +918,20 @@ where
             task(cluster).await;
         }
     }));
+}
+
+/// How long a node waits for Redis's answer to one command before it takes Redis for away. The
+/// `redis` crate's default (500 ms) was passed by a loaded machine (several nodes, Redis and the
+/// tests on 2 cores): a GETROOM then got 1013 `cluster unavailable` with Redis up. The lease (6 s)
+/// still bounds what a slow Redis costs.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A multiplexed connection with the node's response timeout.
+async fn open(client: &::redis::Client) -> ::redis::RedisResult<MultiplexedConnection> {
+    let config = ::redis::AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
 }
 
 fn now_ms() -> u64 {
