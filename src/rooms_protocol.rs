@@ -9,8 +9,12 @@ use async_tungstenite::tungstenite::Utf8Bytes;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::fmt;
+
+mod data;
+pub use data::Data;
 
 /// Who a message is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +29,8 @@ pub enum To {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoomMessage {
     pub event: String,
-    pub data: Value,
+    /// As the client sent it, parsed only if read (see [`Data`]).
+    pub data: Data,
     pub from: Option<String>,
     pub to: Option<To>,
 }
@@ -78,7 +83,7 @@ impl RoomMessage {
     pub fn server(event: &str, data: Value) -> Self {
         RoomMessage {
             event: event.to_owned(),
-            data,
+            data: data.into(),
             from: None,
             to: None,
         }
@@ -124,9 +129,12 @@ impl RoomMessage {
     pub fn to_text(&self) -> String {
         // Sized up front: growing from serde_json's 128 bytes was a few reallocations per relayed
         // SDP (`perf record`).
-        let data = match &self.data {
-            Value::String(s) => s.len() + s.len() / 8,
-            _ => 128,
+        let data = match self.data.raw_len() {
+            Some(len) => len,
+            None => match &*self.data {
+                Value::String(s) => s.len() + s.len() / 8,
+                _ => 128,
+            },
         };
         let mut text = Vec::with_capacity(64 + self.event.len() + data);
         // Serialising a Value-holding struct into memory cannot fail, and the output is UTF-8.
@@ -149,15 +157,14 @@ pub fn parse_sent(text: &str) -> Result<RoomMessage, InvalidMessage> {
     #[derive(Deserialize)]
     struct SentWire {
         event: String,
-        #[serde(default)]
-        data: Value,
+        data: Option<Box<RawValue>>,
         from: Option<String>,
         to: Option<ToWire>,
     }
     let wire: SentWire = serde_json::from_str(text).map_err(|e| InvalidMessage(e.to_string()))?;
     Ok(RoomMessage {
         event: wire.event,
-        data: wire.data,
+        data: wire.data.map_or_else(Data::default, Data::raw),
         from: wire.from,
         to: wire.to.map(|t| t.0),
     })
@@ -181,7 +188,7 @@ pub fn parse(text: &str, max_to: usize) -> Result<RoomMessage, InvalidMessage> {
     }
     Ok(RoomMessage {
         event: wire.event,
-        data: wire.data,
+        data: wire.data.map_or_else(Data::default, Data::raw),
         from: None,
         to: Some(wire.to),
     })
@@ -189,7 +196,7 @@ pub fn parse(text: &str, max_to: usize) -> Result<RoomMessage, InvalidMessage> {
 
 struct ClientWire {
     event: String,
-    data: Value,
+    data: Option<Box<RawValue>>,
     to: To,
 }
 
@@ -224,7 +231,7 @@ impl<'de> Visitor<'de> for ClientVisitor {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match key.as_ref() {
                 "event" if event.is_none() => event = Some(map.next_value::<String>()?),
-                "data" if data.is_none() => data = Some(map.next_value::<Value>()?),
+                "data" if data.is_none() => data = Some(map.next_value::<Box<RawValue>>()?),
                 "to" if to.is_none() => {
                     to = Some(map.next_value_seed(ToSeed { max: self.max_to })?.0)
                 }
@@ -238,7 +245,7 @@ impl<'de> Visitor<'de> for ClientVisitor {
         }
         Ok(ClientWire {
             event: event.ok_or_else(|| de::Error::missing_field("event"))?,
-            data: data.unwrap_or(Value::Null),
+            data,
             to: to.unwrap_or(To::All),
         })
     }
@@ -379,7 +386,7 @@ mod tests {
         for m in [
             RoomMessage {
                 event: "offer".into(),
-                data: serde_json::json!({"sdp": "v=0\r\n", "n": [1, 2]}),
+                data: serde_json::json!({"sdp": "v=0\r\n", "n": [1, 2]}).into(),
                 from: Some("3".into()),
                 to: Some(To::Peers(vec!["7".into(), "8".into()])),
             },

@@ -508,7 +508,7 @@ impl PeerHooks for Moderated {
 
     fn on_send(&self, peer: &AuthData, mut m: RoomMessage) -> Action<RoomMessage> {
         if m.event == "chat" {
-            m.data = json!({ "text": m.data, "for": peer.metadata["name"] });
+            m.data = json!({ "text": m.data, "for": peer.metadata["name"] }).into();
         }
         Action::Forward(m)
     }

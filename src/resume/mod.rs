@@ -36,7 +36,7 @@ pub const MAX_WINDOW: Duration = Duration::from_millis(300_000);
 /// Bytes kept across all detached peers at most; past it, the session that would pass it ends.
 pub const MAX_DETACHED_BYTES: usize = 256 * 1024 * 1024;
 /// How long a resume waits for the old connection to hand over (it closes with 4001 first).
-const HANDOVER_WAIT: Duration = Duration::from_secs(3);
+const HANDOVER_WAIT: Duration = Duration::from_secs(5);
 /// Ended sessions remembered, to answer a late resume with why (`expired`, `overflow`, `left`).
 const TOMBSTONES: usize = 4096;
 /// Retired tokens remembered per session, to log the reuse of one.
