@@ -677,3 +677,31 @@ fn a_session_whose_welcome_crashed_is_not_left_behind() {
         assert_eq!(server.handle.stats().resume_sessions, 0);
     });
 }
+
+/// An orderly stop with a detached peer: its session ends with the server (nothing waits for its
+/// window), and the stop is prompt.
+#[test]
+fn a_stop_ends_detached_sessions_without_waiting_for_their_window() {
+    run(async {
+        let server = window_server(300_000);
+        let mut a = ResumablePeer::join(&server, "stopping").await;
+        let mut b = RoomPeer::join(&server, "stopping").await;
+        a.expect_event("joined").await;
+        a.hang_up();
+        detached(&server, &a.id).await;
+        let started = std::time::Instant::now();
+        common::within(
+            Duration::from_secs(10),
+            "the stop",
+            server.handle.shutdown(),
+        )
+        .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the stop took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(server.handle.stats().resume_sessions, 0);
+        assert_eq!(common::resume::close_code(&mut b.client).await, 1001);
+    });
+}
