@@ -5,7 +5,7 @@
 //! observer, bad-input closes where a connection ends. Gauges (open connections, rooms, ...) are
 //! read from the live server when the page is rendered.
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
@@ -125,6 +125,21 @@ pub struct Gauges {
     pub faults_held: usize,
 }
 
+/// One series in Prometheus' text format: its `# HELP` and `# TYPE` lines, then a line per
+/// sample (`labels` is `""` or `{name="value",...}`). The cluster and resume series use it too.
+pub fn series<L: fmt::Display, V: fmt::Display>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, V)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
 impl Metrics {
     /// When the server started (the root supervisor's start time).
     pub fn started_at(&self) -> SystemTime {
@@ -204,10 +219,13 @@ impl Metrics {
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
+            series(
+                &mut out,
+                name,
+                kind,
+                help,
+                samples.iter().map(|(l, v)| (l, v)),
+            );
         };
         let plain = |v: u64| vec![(String::new(), v)];
         metric(

@@ -94,19 +94,8 @@ fn by_default_any_origin_opens_a_websocket() {
 #[test]
 fn an_invalid_list_stops_the_start() {
     for list in ["ftp://a.example", "https://a.example/path", ""] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rtcserver"))
-            .args([
-                "--port",
-                "0",
-                "--admin-bind",
-                "off",
-                "--allowed-origins",
-                list,
-            ])
-            .output()
-            .expect("run the binary");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{list:?}: {err}");
+        let (code, err) = common::refused_start(&["--allowed-origins", list]);
+        assert_eq!(code, Some(2), "{list:?}: {err}");
         assert!(err.contains("--allowed-origins"), "{err}");
     }
 }

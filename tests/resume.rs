@@ -562,19 +562,8 @@ fn the_tree_shows_a_detached_peer_and_the_metrics_count_it() {
 /// starts.
 #[test]
 fn the_window_flag_is_bounded() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rtcserver"))
-        .args([
-            "--port",
-            "0",
-            "--admin-bind",
-            "off",
-            "--resume-window-ms",
-            "300001",
-        ])
-        .output()
-        .expect("the binary runs");
-    assert_eq!(out.status.code(), Some(2), "a usage error");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = common::refused_start(&["--resume-window-ms", "300001"]);
+    assert_eq!(code, Some(2), "a usage error");
     assert!(stderr.contains("--resume-window-ms"), "{stderr}");
 }
 

@@ -1,8 +1,8 @@
 //! What the admin API shows of the cluster: `/tree`'s `cluster` object and the `/metrics`
 //! series (docs/admin-api.md, "Cluster").
 use super::redis::RedisCluster;
+use crate::metrics::series;
 use serde_json::{json, Value};
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 /// `/tree`'s `cluster`: this node, and every live node with the age of its lease.
@@ -61,29 +61,26 @@ pub fn metrics(cluster: &RedisCluster, out: &mut String) {
         ),
     ];
     for (name, help, value) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
+        series(out, name, "counter", help, [("", value)]);
     }
     let nodes = cluster.nodes();
-    let name = "rtcserver_cluster_nodes";
-    let _ = writeln!(
+    series(
         out,
-        "# HELP {name} Live nodes of the cluster (leases present), this one included.\n# TYPE {name} gauge\n{name} {}",
-        nodes.len()
+        "rtcserver_cluster_nodes",
+        "gauge",
+        "Live nodes of the cluster (leases present), this one included.",
+        [("", nodes.len())],
     );
-    let name = "rtcserver_cluster_lease_age_seconds";
-    let _ = writeln!(
+    series(
         out,
-        "# HELP {name} Time since each live node last renewed its lease.\n# TYPE {name} gauge"
+        "rtcserver_cluster_lease_age_seconds",
+        "gauge",
+        "Time since each live node last renewed its lease.",
+        nodes.iter().map(|n| {
+            (
+                format!("{{node=\"{}\"}}", n.node),
+                format!("{:.3}", n.age.as_secs_f64()),
+            )
+        }),
     );
-    for n in nodes {
-        let _ = writeln!(
-            out,
-            "{name}{{node=\"{}\"}} {:.3}",
-            n.node,
-            n.age.as_secs_f64()
-        );
-    }
 }

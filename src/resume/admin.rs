@@ -3,7 +3,6 @@
 use super::wire::Failure;
 use super::Sessions;
 use serde_json::{json, Value};
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 /// `/tree`'s `resume`: the window, and every detached peer with what is left of it.
@@ -31,10 +30,7 @@ pub fn tree(sessions: &Sessions) -> Value {
 pub fn metrics(sessions: &Sessions, out: &mut String) {
     let c = &sessions.counters;
     let mut series = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
+        crate::metrics::series(out, name, kind, help, samples.iter().copied());
     };
     series(
         "rtcserver_resume_sessions",

@@ -34,6 +34,20 @@ pub async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = T>) 
     .unwrap_or_else(|| panic!("{what} did not finish within {limit:?}"))
 }
 
+/// Runs the built binary with `--port 0 --admin-bind off` and `args`, to be refused before it
+/// starts: its exit status and standard error.
+pub fn refused_start(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rtcserver"))
+        .args(["--port", "0", "--admin-bind", "off"])
+        .args(args)
+        .output()
+        .expect("run the binary");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub struct TestServer {
     pub handle: ServerHandle,
     pub events: async_channel::Receiver<Event>,
