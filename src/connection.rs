@@ -17,7 +17,6 @@ use crate::rtcserver_app::Shared;
 use crate::socket::Socket;
 use crate::tls::Stream;
 use crate::trusted_proxies::ClientAddr;
-use async_net::TcpStream;
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role};
@@ -26,7 +25,7 @@ use async_tungstenite::WebSocketStream;
 use futures_lite::{FutureExt, Stream as _};
 use futures_util::SinkExt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -202,7 +201,13 @@ async fn open(
     slot: &mut Option<IpSlot>,
 ) -> Option<Session> {
     let id = inbox.owner().id();
-    let tcp = Socket::from(tcp);
+    let tcp = match Socket::new(tcp) {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            log::warn!("{addr}: cannot watch the socket: {e}");
+            return None;
+        }
+    };
     let mut stream = match (tls, &shared.tls) {
         (false, _) => Stream::Plain(tcp),
         (true, Some(acceptor)) => {

@@ -17,7 +17,7 @@ pub enum ListenerMsg {
 enum Next {
     /// From the plain port, or (`true`) the TLS port.
     Accepted(
-        std::io::Result<(async_net::TcpStream, std::net::SocketAddr)>,
+        std::io::Result<(std::net::TcpStream, std::net::SocketAddr)>,
         bool,
     ),
     Msg(ListenerMsg),
@@ -35,7 +35,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             let socket = socket.clone();
             async move {
                 match socket {
-                    Some(s) => Next::Accepted(s.accept().await, is_tls),
+                    // Accepted as a plain socket: the connection registers it with the
+                    // scheduler's reactor, not async-io's (src/socket.rs).
+                    Some(s) => {
+                        let s = Arc::<async_io::Async<std::net::TcpListener>>::from(s);
+                        Next::Accepted(s.read_with(|l| l.accept()).await, is_tls)
+                    }
                     None => std::future::pending().await,
                 }
             }

@@ -4,8 +4,7 @@
 //! supervisor tells the registry (`down`), which drops the peer's keys: gproc's monitor.
 use crate::mailbox::Control;
 use crate::rtcserver_app::Shared;
-use async_net::TcpStream;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use supervisors::{ChildKind, ChildSpec};
 

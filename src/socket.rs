@@ -1,55 +1,34 @@
-//! A client's TCP socket that remembers when it has been read dry.
+//! A client's TCP socket, registered with the scheduler's edge-triggered reactor.
 //!
-//! async-io's `Async<TcpStream>` makes a `recv` on every poll, and the connection loop is polled
-//! for every message its mailbox gets: relaying one message cost three `recvfrom` calls, two of
-//! them answering `EAGAIN` (measured with `perf stat`, bench/README.md). Like tokio, this socket
-//! takes a read that returned less than it asked for, or `EAGAIN`, as "drained", and makes no
-//! system call until the reactor has woken it for this socket.
-//!
-//! That wake-up is seen by a waker of the socket's own ([`ReadWake`]), not by asking async-io
-//! again: its `poll_readable` can answer "not yet" right after the event that woke the task
-//! (the event's tick can equal the one recorded at registration), which async-io's own reads
-//! survive because they always try the `recv` first. Trusting it alone stalled connections for
-//! up to a second under load.
-use async_io::Async;
+//! Its events come from [`supervisors::reactor`]: the socket is added to the epoll set once and
+//! never re-armed, where async-io re-armed it after every wait (1.2 `epoll_ctl` per relayed
+//! message, bench/README.md). A read that returned less than it asked for, or `EAGAIN`, counts
+//! as "drained", as in tokio: no system call is made until an event has come for this socket
+//! since that read (a relayed message used to cost three `recvfrom`, two of them `EAGAIN`).
 use futures_lite::{AsyncRead, AsyncWrite};
-use futures_util::task::AtomicWaker;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{ready, Context, Poll};
+use supervisors::reactor::{Registered, Tick};
 
 pub struct Socket {
-    io: Arc<Async<TcpStream>>,
-    /// False once a read came back short or empty-handed: wait for the reactor before the next.
-    readable: bool,
-    /// `read_wake` as a `Waker`, made once: async-io keeps it while the socket waits.
-    waker: Waker,
-    read_wake: Arc<ReadWake>,
-}
-
-/// The waker the reactor calls when the socket becomes readable: it notes that, then wakes the
-/// connection's task.
-#[derive(Default)]
-struct ReadWake {
-    woken: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl Wake for ReadWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref()
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake();
-    }
+    io: Registered<TcpStream>,
+    /// Set when a read came back short or empty-handed: the read events as they stood before
+    /// that read. The next read waits until an event has come since.
+    drained_at: Option<Tick>,
 }
 
 impl Socket {
+    /// Makes `tcp` non-blocking and adds it to the reactor.
+    pub fn new(tcp: TcpStream) -> io::Result<Socket> {
+        tcp.set_nonblocking(true)?;
+        Ok(Socket {
+            io: Registered::new(tcp)?,
+            drained_at: None,
+        })
+    }
+
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.io.get_ref().peer_addr()
     }
@@ -63,8 +42,7 @@ impl Socket {
         let _ = tcp.shutdown(std::net::Shutdown::Both);
     }
 
-    /// Sends a FIN: the client reads the end of the stream, and may still write (async-io's
-    /// `poll_close` only flushes).
+    /// Sends a FIN: the client reads the end of the stream, and may still write.
     pub fn shutdown_write(&self) {
         // Fails only on a socket that is already gone, which is what we want.
         let _ = self.io.get_ref().shutdown(std::net::Shutdown::Write);
@@ -79,18 +57,6 @@ impl Socket {
     }
 }
 
-impl From<async_net::TcpStream> for Socket {
-    fn from(stream: async_net::TcpStream) -> Self {
-        let read_wake = Arc::new(ReadWake::default());
-        Socket {
-            io: stream.into(),
-            readable: true,
-            waker: Waker::from(Arc::clone(&read_wake)),
-            read_wake,
-        }
-    }
-}
-
 impl AsyncRead for Socket {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -99,26 +65,21 @@ impl AsyncRead for Socket {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         loop {
-            if !this.readable {
-                // The task's waker first: a wake-up from now on reaches this very poll's task.
-                this.read_wake.task.register(cx.waker());
-                let woken = this.read_wake.woken.swap(false, Ordering::Acquire);
-                // Asked even when woken, so that async-io forgets the event it delivered.
-                let mut ours = Context::from_waker(&this.waker);
-                match this.io.poll_readable(&mut ours) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending if woken => {}
-                    Poll::Pending => return Poll::Pending,
-                }
-                this.readable = true;
+            if let Some(seen) = this.drained_at {
+                ready!(this.io.poll_readable(cx, seen));
+                this.drained_at = None;
             }
+            // Taken before the read: an event during the read moves it, so nothing is missed.
+            let tick = this.io.read_tick();
             match this.io.get_ref().read(buf) {
                 Ok(n) => {
-                    this.readable = n == buf.len() && n > 0;
+                    // Zero is the end of the stream (or an empty buffer): that does not wait.
+                    if n > 0 && n < buf.len() {
+                        this.drained_at = Some(tick);
+                    }
                     return Poll::Ready(Ok(n));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.drained_at = Some(tick),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
@@ -132,15 +93,29 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.io).poll_write(cx, buf)
+        let this = self.get_mut();
+        loop {
+            let tick = this.io.write_tick();
+            match this.io.get_ref().write(buf) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(this.io.poll_writable(cx, tick));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.io).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // A TCP socket has no buffer of its own to flush.
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.io).poll_close(cx)
+    /// Only flushes, as async-io's did: the connection decides between a FIN
+    /// ([`Socket::shutdown_write`]) and a reset.
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -154,18 +129,21 @@ mod tests {
     #[test]
     fn reads_everything_across_drained_states() {
         futures_lite::future::block_on(async {
-            let listener = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let mut client = async_net::TcpStream::connect(addr).await.unwrap();
-            let (server, _) = listener.accept().await.unwrap();
-            let mut socket = Socket::from(server);
+            let (server, _) = listener.accept().unwrap();
+            let mut socket = Socket::new(server).unwrap();
             assert_eq!(socket.peer_addr().unwrap(), client.local_addr().unwrap());
 
             client.write_all(b"hello").await.unwrap();
             let mut buf = [0u8; 16];
             let n = socket.read(&mut buf).await.unwrap();
             assert_eq!(&buf[..n], b"hello");
-            assert!(!socket.readable, "a short read counts as drained");
+            assert!(
+                socket.drained_at.is_some(),
+                "a short read counts as drained"
+            );
 
             // Data sent after the drain, before the reader waits for the reactor, comes through.
             client.write_all(&[7u8; 40]).await.unwrap();

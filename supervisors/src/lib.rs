@@ -8,14 +8,22 @@
 //!   adding restart intensity, escalation and introspection on top of bastion's own restarts.
 //! - `scheduler` — runs the dynamic children: bastion lightprocs on threads that also drive the I/O
 //!   reactor, so that a socket's event and the process it wakes share a thread.
+//! - [`reactor`] — that reactor: connections' sockets in an edge-triggered epoll set (Linux).
 //! - [`observer`] — supervision events (start, exit, restart, escalation) for logs, metrics and tests.
 #![forbid(unsafe_code)]
+
+// The reactor is an epoll set: rtcserver runs on Linux (README, "Platform").
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "rtcserver's reactor (supervisors/src/reactor.rs) uses epoll: it builds on Linux only"
+);
 
 pub mod child;
 pub mod dynamic;
 pub mod fixed;
 pub mod intensity;
 pub mod observer;
+pub mod reactor;
 mod scheduler;
 
 pub use child::{panic_message, ChildInfo, ChildKind, ChildStatus, Exit, StopReason};

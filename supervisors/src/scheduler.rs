@@ -5,8 +5,9 @@
 //! `bastion-driver` thread: a context switch and a round of epoll bookkeeping per batch of
 //! events, which put a relayed message at 1.75× the CPU of a minimal tokio relay (perf,
 //! bench/README.md). Here every thread runs queued lightprocs and, when there are none, waits
-//! inside `async_io::block_on`, which makes it the reactor: a socket's event, the process it
-//! wakes and the processes that one wakes in turn all run on the thread that saw the event.
+//! in the [`reactor`](crate::reactor) that the connections' sockets are registered with: a
+//! socket's event, the process it wakes and the processes that one wakes in turn all run on the
+//! thread that saw the event.
 //!
 //! The processes are the same lightprocs bastion's `spawn!` makes (`lightproc`, bastion's
 //! process type, with a `ProcStack`); only the queue they are scheduled on is ours. The static
@@ -17,26 +18,30 @@
 //! threads inherited the pin. So it sizes itself from the process's CPU set (the main thread's,
 //! which is what `taskset` or a cgroup gave the process) and gives each of its threads that
 //! whole set: one thread per CPU the process may use, none pinned.
+use crate::reactor::reactor;
 use concurrent_queue::ConcurrentQueue;
-use event_listener::Event;
 use lightproc::prelude::{LightProc, ProcStack};
 use std::cell::Cell;
 use std::future::Future;
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// Processes run before the thread looks at the reactor again: a busy thread still reads its
 /// sockets, and no process waits long behind a burst.
 const BATCH: usize = 128;
 
+/// Events read from the reactor in one wait.
+const EVENTS: usize = 256;
+
 struct Scheduler {
     queue: ConcurrentQueue<LightProc>,
-    /// Wakes a thread waiting for work.
-    work: Event,
+    /// Threads waiting in the reactor, or about to: a new process must wake one of them.
+    sleepers: AtomicUsize,
 }
 
 thread_local! {
-    /// True while one of the scheduler's threads is running processes (not while it waits in
-    /// the reactor: a process woken from there must still wake the thread's loop).
+    /// True while one of the scheduler's threads is running processes or handing out the
+    /// reactor's events: what it schedules then, it runs itself next.
     static RUNNING: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -58,11 +63,21 @@ fn schedule(proc: LightProc) {
         e.into_inner().run();
         return;
     }
-    // A process woken by a running process runs on that thread next; others are called in
-    // (from the reactor, an accept, a supervisor), or to help when work piles up.
+    // A process woken by a running process, or by an event a thread read, runs on that thread
+    // next; others (an accept, a supervisor) call a thread in, as does work piling up.
     if !RUNNING.with(Cell::get) || scheduler.queue.len() > 1 {
-        scheduler.work.notify(1);
+        // Pairs with the fence of a thread going to sleep: either it sees this process in the
+        // queue, or this sees it among the sleepers.
+        fence(Ordering::SeqCst);
+        if scheduler.sleepers.load(Ordering::SeqCst) > 0 {
+            reactor().notify();
+        }
     }
+}
+
+/// Starts the threads, if no process has yet: they are the ones that wait in the reactor.
+pub(crate) fn start() {
+    scheduler();
 }
 
 fn scheduler() -> &'static Scheduler {
@@ -70,7 +85,7 @@ fn scheduler() -> &'static Scheduler {
     SCHEDULER.get_or_init(|| {
         let scheduler: &'static Scheduler = Box::leak(Box::new(Scheduler {
             queue: ConcurrentQueue::unbounded(),
-            work: Event::new(),
+            sleepers: AtomicUsize::new(0),
         }));
         let cpus = affinity::of_process();
         let threads = cpus.as_ref().map_or_else(
@@ -145,31 +160,39 @@ mod affinity {
 }
 
 fn run(scheduler: &'static Scheduler) {
-    async_io::block_on(async {
-        loop {
-            let mut ran = 0;
-            RUNNING.with(|r| r.set(true));
-            while ran < BATCH {
-                let Ok(proc) = scheduler.queue.pop() else {
-                    break;
-                };
-                proc.run();
-                ran += 1;
-            }
-            RUNNING.with(|r| r.set(false));
-            if ran == BATCH {
-                // Returning Pending once lets block_on read the reactor without blocking.
-                futures_lite::future::yield_now().await;
-                continue;
-            }
-            let listener = scheduler.work.listen();
-            if !scheduler.queue.is_empty() {
-                continue;
-            }
-            // Nothing to run: block_on waits in the reactor until an event or a notify.
-            listener.await;
+    let reactor = reactor();
+    let mut events = Vec::with_capacity(EVENTS);
+    let mut wakers = Vec::new();
+    loop {
+        let mut ran = 0;
+        RUNNING.with(|r| r.set(true));
+        while ran < BATCH {
+            let Ok(proc) = scheduler.queue.pop() else {
+                break;
+            };
+            proc.run();
+            ran += 1;
         }
-    })
+        RUNNING.with(|r| r.set(false));
+        // After a full batch the sockets are read without waiting, so a busy thread still
+        // hears them; with nothing left to run it waits for an event or a notify.
+        let block = ran < BATCH;
+        if block {
+            scheduler.sleepers.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if !scheduler.queue.is_empty() {
+                scheduler.sleepers.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+        }
+        reactor.wait(&mut events, block);
+        if block {
+            scheduler.sleepers.fetch_sub(1, Ordering::SeqCst);
+        }
+        RUNNING.with(|r| r.set(true));
+        reactor.dispatch(&events, &mut wakers);
+        RUNNING.with(|r| r.set(false));
+    }
 }
 
 #[cfg(test)]
@@ -189,6 +212,41 @@ mod tests {
         });
         std::thread::spawn(move || wake_tx.send_blocking(41).ok());
         assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(42));
+    }
+
+    /// Thousands of wake-ups from threads that are not the scheduler's, each while its threads
+    /// are asleep in the reactor or about to be: none is lost (the notifier's flag once stuck
+    /// when its eventfd was read away between a write and the edge's collection).
+    #[test]
+    fn no_wake_up_from_outside_is_lost() {
+        // Four ping-pongs, each between a thread of its own and a process: every ping finds the
+        // scheduler's threads asleep or going to sleep, and wakes one.
+        let players: Vec<_> = (0..4)
+            .map(|_| {
+                let (ping, pinged) = async_channel::bounded::<u32>(1);
+                let (pong, ponged) = mpsc::channel();
+                spawn(async move {
+                    while let Ok(n) = pinged.recv().await {
+                        if pong.send(n).is_err() {
+                            break;
+                        }
+                    }
+                });
+                std::thread::spawn(move || {
+                    for i in 0..3000u32 {
+                        ping.send_blocking(i).ok();
+                        assert_eq!(
+                            ponged.recv_timeout(Duration::from_secs(10)),
+                            Ok(i),
+                            "a process woken from outside did not run"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for player in players {
+            player.join().expect("every ping answered");
+        }
     }
 
     #[test]
@@ -211,7 +269,7 @@ mod tests {
     }
 
     #[test]
-    fn waits_on_sockets_inside_the_reactor() {
+    fn waits_on_async_io_sockets_too() {
         let (tx, rx) = mpsc::channel();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
