@@ -12,7 +12,7 @@
 //! - [`observer`] — supervision events (start, exit, restart, escalation) for logs, metrics and tests.
 #![forbid(unsafe_code)]
 
-// The reactor is an epoll set: rtcserver runs on Linux (README, "Platform").
+// The reactor is an epoll set: rtcserver runs on Linux (README.md, Running, "Platform").
 #[cfg(not(target_os = "linux"))]
 compile_error!(
     "rtcserver's reactor (supervisors/src/reactor.rs) uses epoll: it builds on Linux only"
