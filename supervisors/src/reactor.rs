@@ -45,6 +45,11 @@ struct Readiness {
 struct Direction {
     tick: AtomicUsize,
     waker: AtomicWaker,
+    /// The peer hung up or the socket failed: no edge will come again, so from then on this
+    /// direction is always ready, and reads or writes find out what is left (tokio keeps
+    /// "read closed" the same way). Without it, a read that came back short after a reset
+    /// waited for an edge that never came, with frames still queued.
+    closed: AtomicBool,
 }
 
 /// Where a direction's events stood when its task last found the socket dry.
@@ -57,8 +62,15 @@ impl Direction {
     }
 
     fn poll_moved(&self, cx: &mut Context<'_>, since: Tick) -> Poll<()> {
-        if self.tick() != since {
+        if self.tick() != since || self.closed.load(Ordering::Acquire) {
             return Poll::Ready(());
+        }
+        // A waker of another task waiting on this direction is woken, not dropped, as
+        // async-io does: it then polls again and registers itself anew.
+        if let Some(old) = self.waker.take() {
+            if !old.will_wake(cx.waker()) {
+                old.wake();
+            }
         }
         self.waker.register(cx.waker());
         // An event between the first look and the registration woke nobody: look again.
@@ -68,7 +80,10 @@ impl Direction {
         Poll::Pending
     }
 
-    fn fire(&self, wakers: &mut Vec<Waker>) {
+    fn fire(&self, closed: bool, wakers: &mut Vec<Waker>) {
+        if closed {
+            self.closed.store(true, Ordering::Release);
+        }
         self.tick.fetch_add(1, Ordering::AcqRel);
         if let Some(waker) = self.waker.take() {
             wakers.push(waker);
@@ -162,13 +177,13 @@ impl Reactor {
                     continue;
                 };
                 let flags = event.flags;
-                if flags.intersects(
-                    EventFlags::IN | EventFlags::RDHUP | EventFlags::HUP | EventFlags::ERR,
-                ) {
-                    readiness.read.fire(wakers);
+                let failed = flags.intersects(EventFlags::HUP | EventFlags::ERR);
+                if flags.intersects(EventFlags::IN | EventFlags::RDHUP) || failed {
+                    let closed = failed || flags.contains(EventFlags::RDHUP);
+                    readiness.read.fire(closed, wakers);
                 }
-                if flags.intersects(EventFlags::OUT | EventFlags::HUP | EventFlags::ERR) {
-                    readiness.write.fire(wakers);
+                if flags.contains(EventFlags::OUT) || failed {
+                    readiness.write.fire(failed, wakers);
                 }
             }
         }
