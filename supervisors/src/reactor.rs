@@ -320,6 +320,33 @@ mod tests {
         assert!(written > 0 && read > 0);
     }
 
+    /// Once the peer has hung up, a direction is ready at any tick: no edge would come again,
+    /// and a read that came back short then must not wait for one.
+    #[test]
+    fn a_socket_whose_peer_hung_up_stays_ready() {
+        let (server, client) = pair();
+        let socket = Registered::new(server).expect("register");
+        let dry = socket.read_tick();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Woken by the hang-up's event.
+            futures_lite::future::block_on(futures_lite::future::poll_fn(|cx| {
+                socket.poll_readable(cx, dry)
+            }));
+            let now = socket.read_tick();
+            let again = futures_lite::future::block_on(futures_lite::future::poll_once(
+                futures_lite::future::poll_fn(|cx| socket.poll_readable(cx, now)),
+            ));
+            tx.send(again.is_some()).ok();
+        });
+        drop(client);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)),
+            Ok(true),
+            "ready again at the tick of the hang-up's event"
+        );
+    }
+
     /// Data sent before the task waits, between its read and its wait, or after it: each is
     /// read, and a slot freed by one socket serves the next.
     #[test]
