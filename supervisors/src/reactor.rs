@@ -2,7 +2,7 @@
 //! scheduler's threads wait on when they have nothing to run.
 //!
 //! async-io's sources are one-shot: each time a connection had read its socket dry and waited
-//! again, async-io re-armed it with an `epoll_ctl`, 1.2 of them per relayed message, and each of
+//! again, async-io re-armed it with an `epoll_ctl`, 0.9 to 1.2 per relayed message, and each of
 //! its waits re-armed a notifier and a timer as well (`perf stat`, bench/README.md). Here a
 //! socket is added once with `EPOLLET` and leaves the set when it is closed; waiting is one
 //! `epoll_wait`. Each direction of a socket keeps a tick, moved on by every event, and the waker
