@@ -5,6 +5,7 @@
 //! goes on accepting from the same socket. Each accepted socket becomes a peer child at once;
 //! the handshake happens there, so a slow client never holds up the accept loop.
 use crate::rtcserver_app::Shared;
+use crate::socket::Listening;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,16 +32,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
     loop {
         shared.wait_for_capacity().await;
-        let accept_on = |socket: &Option<async_net::TcpListener>, is_tls: bool| {
+        let accept_on = |socket: &Option<Arc<Listening>>, is_tls: bool| {
             let socket = socket.clone();
             async move {
                 match socket {
-                    // Accepted as a plain socket: the connection registers it with the
-                    // scheduler's reactor, not async-io's (src/socket.rs).
-                    Some(s) => {
-                        let s = Arc::<async_io::Async<std::net::TcpListener>>::from(s);
-                        Next::Accepted(s.read_with(|l| l.accept()).await, is_tls)
-                    }
+                    Some(s) => Next::Accepted(s.accept().await, is_tls),
                     None => std::future::pending().await,
                 }
             }

@@ -7,6 +7,7 @@ use crate::listener::ListenerMsg;
 use crate::mailbox::{Control, Inbox, Mailbox, PeerRef};
 use crate::registry::{PeerId, Registry, RegistryMsg, RoomKey};
 use crate::rooms_sup::{NamedRooms, Rooms};
+use crate::socket::Listening;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures_lite::FutureExt;
 use std::collections::HashMap;
@@ -46,8 +47,8 @@ pub(crate) struct Shared {
     pub peer_hooks: Arc<dyn PeerHooks>,
     pub listener_inbox: async_channel::Receiver<ListenerMsg>,
     listener_mailbox: async_channel::Sender<ListenerMsg>,
-    socket: Mutex<Option<async_net::TcpListener>>,
-    tls_socket: Mutex<Option<async_net::TcpListener>>,
+    socket: Mutex<Option<Arc<Listening>>>,
+    tls_socket: Mutex<Option<Arc<Listening>>>,
     pub tls: Option<futures_rustls::TlsAcceptor>,
     local_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
@@ -88,12 +89,7 @@ impl Drop for ConnectionGuard {
 
 impl Shared {
     /// The plain and the TLS listening sockets (none once the server stops).
-    pub fn listening_sockets(
-        &self,
-    ) -> (
-        Option<async_net::TcpListener>,
-        Option<async_net::TcpListener>,
-    ) {
+    pub fn listening_sockets(&self) -> (Option<Arc<Listening>>, Option<Arc<Listening>>) {
         (lock(&self.socket).clone(), lock(&self.tls_socket).clone())
     }
 
@@ -520,7 +516,7 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
         Some(files) => Some(crate::tls::acceptor(files).map_err(StartError::Tls)?),
         None => None,
     };
-    let bind_at = |addr: SocketAddr| -> Result<(async_net::TcpListener, SocketAddr), StartError> {
+    let bind_at = |addr: SocketAddr| -> Result<(Arc<Listening>, SocketAddr), StartError> {
         let socket = bind(addr).map_err(|e| StartError::Bind(addr, e))?;
         let local = socket.local_addr().map_err(|e| StartError::Bind(addr, e))?;
         Ok((socket, local))
@@ -673,7 +669,7 @@ fn start_server(server: Server) -> Result<ServerHandle, StartError> {
     Ok(handle)
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<async_net::TcpListener> {
+fn bind(addr: SocketAddr) -> std::io::Result<Arc<Listening>> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
@@ -681,7 +677,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<async_net::TcpListener> {
     // A deep backlog: browsers and load generators open connections in bursts.
     socket.listen(4096)?;
     socket.set_nonblocking(true)?;
-    async_net::TcpListener::try_from(std::net::TcpListener::from(socket))
+    Listening::new(std::net::TcpListener::from(socket)).map(Arc::new)
 }
 
 fn observer(events: Arc<Events>, metrics: Arc<crate::metrics::Metrics>) -> supervisors::Observer {

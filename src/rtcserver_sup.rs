@@ -15,6 +15,11 @@ use supervisors::{
     ChildKind, FixedChildSpec, FixedSupervisor, Observer, RestartIntensity, StartError,
 };
 
+/// A static child: supervised by bastion, run on the scheduler with the peers and rooms. An
+/// accept and the connection it starts then stay on the thread that read the socket's event,
+/// as do a peer's end and its supervisor's bookkeeping; on bastion's pool a call setup took
+/// three thread hops (bench/README.md, "the setup profile"). A panic comes back to bastion,
+/// which restarts the child as before.
 fn child<F, Fut>(
     id: &str,
     nested: Option<supervisors::DynamicSupervisor>,
@@ -30,7 +35,7 @@ where
         id: id.to_owned(),
         kind: ChildKind::Permanent,
         body: Arc::new(move || -> Pin<Box<dyn Future<Output = ()> + Send>> {
-            Box::pin(body(Arc::clone(&shared)))
+            Box::pin(supervisors::on_scheduler(body(Arc::clone(&shared))))
         }),
         nested,
     }

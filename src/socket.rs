@@ -7,7 +7,7 @@
 //! since that read (a relayed message used to cost three `recvfrom`, two of them `EAGAIN`).
 use futures_lite::{AsyncRead, AsyncWrite};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use supervisors::reactor::{Registered, Tick};
@@ -116,6 +116,41 @@ impl AsyncWrite for Socket {
     /// ([`Socket::shutdown_write`]) and a reset.
     fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+/// A listening socket in the same reactor: an accept runs on the scheduler's thread that read
+/// its event, and so does the connection it starts (`listener`).
+pub struct Listening {
+    io: Registered<TcpListener>,
+}
+
+impl Listening {
+    /// Makes `listener` non-blocking and adds it to the reactor.
+    pub fn new(listener: TcpListener) -> io::Result<Listening> {
+        listener.set_nonblocking(true)?;
+        Ok(Listening {
+            io: Registered::new(listener)?,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get_ref().local_addr()
+    }
+
+    /// The next connection. Edge-triggered: `EAGAIN` waits for an event since the attempt.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        futures_lite::future::poll_fn(|cx| loop {
+            // Taken before the attempt: a connection arriving during it moves the tick.
+            let tick = self.io.read_tick();
+            match self.io.get_ref().accept() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.io.poll_readable(cx, tick));
+                }
+                done => return Poll::Ready(done),
+            }
+        })
+        .await
     }
 }
 

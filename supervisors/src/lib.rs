@@ -31,3 +31,4 @@ pub use dynamic::{ChildKey, ChildSpec, DynamicSupervisor, StartChildError};
 pub use fixed::{Escalation, FixedChildSpec, FixedSupervisor, StartError};
 pub use intensity::{IntensityExceeded, RestartIntensity};
 pub use observer::{Observer, SupervisorEvent};
+pub use scheduler::{on_scheduler, OnScheduler};

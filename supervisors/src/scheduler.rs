@@ -11,7 +11,8 @@
 //!
 //! The processes are the same lightprocs bastion's `spawn!` makes (`lightproc`, bastion's
 //! process type, with a `ProcStack`); only the queue they are scheduled on is ours. The static
-//! part of the tree (the supervisors, the listener) stays on bastion's pool.
+//! part of the tree (the supervisors, the listener) is supervised by bastion but runs here too,
+//! through [`on_scheduler`]: bastion's pool only waits for it and restarts it.
 //!
 //! The scheduler is started by the first spawn, often from one of bastion's threads, which
 //! bastion pins to one CPU each: sized from that thread's affinity it had one thread, and its
@@ -20,11 +21,14 @@
 //! whole set: one thread per CPU the process may use, none pinned.
 use crate::reactor::reactor;
 use concurrent_queue::ConcurrentQueue;
-use lightproc::prelude::{LightProc, ProcStack};
+use lightproc::prelude::{LightProc, ProcStack, RecoverableHandle};
 use std::cell::Cell;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::task::{Context, Poll};
 
 /// Processes run before the thread looks at the reactor again: a busy thread still reads its
 /// sockets, and no process waits long behind a burst.
@@ -54,6 +58,50 @@ where
     // Dropping the handle detaches the process; it reports its own end (see `dynamic`).
     drop(handle);
     proc.schedule();
+}
+
+/// Runs `future` on the scheduler and waits for it from wherever this is awaited (a static
+/// child on bastion's pool): its I/O is then handled on the thread that reads the reactor's
+/// events, and what it spawns runs there next. A panic comes back here as the same panic, and
+/// dropping the returned future cancels the process.
+///
+/// For the listener: on bastion's pool, each accept hopped from the reactor to a bastion thread
+/// and its connection back to the scheduler (bench/README.md, "the setup profile").
+pub fn on_scheduler<F>(future: F) -> OnScheduler<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let caught = futures_lite::FutureExt::catch_unwind(AssertUnwindSafe(future));
+    let (proc, handle) = LightProc::recoverable(caught, schedule, ProcStack::default());
+    proc.schedule();
+    OnScheduler { handle }
+}
+
+/// The end of a process started by [`on_scheduler`].
+pub struct OnScheduler<T> {
+    handle: RecoverableHandle<std::thread::Result<T>>,
+}
+
+impl<T> Future for OnScheduler<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match Pin::new(&mut self.handle).poll(cx) {
+            Poll::Ready(Some(Ok(value))) => Poll::Ready(value),
+            Poll::Ready(Some(Err(panic))) => std::panic::resume_unwind(panic),
+            // Only a cancel ends it without an output, and only our drop cancels.
+            Poll::Ready(None) => panic!("a process on the scheduler was cancelled"),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T> Drop for OnScheduler<T> {
+    fn drop(&mut self) {
+        // A no-op once the process has ended.
+        self.handle.cancel();
+    }
 }
 
 fn schedule(proc: LightProc) {
@@ -247,6 +295,49 @@ mod tests {
         for player in players {
             player.join().expect("every ping answered");
         }
+    }
+
+    #[test]
+    fn on_scheduler_gives_back_the_output_and_the_panic() {
+        let on = std::thread::current().id();
+        let ran_on =
+            futures_lite::future::block_on(on_scheduler(
+                async move { std::thread::current().id() },
+            ));
+        assert_ne!(
+            ran_on, on,
+            "ran on the caller's thread, not the scheduler's"
+        );
+        let panicked = std::panic::catch_unwind(|| {
+            futures_lite::future::block_on(on_scheduler(async { panic!("injected listener") }))
+        });
+        let payload = panicked.expect_err("the panic comes back to the caller");
+        assert_eq!(crate::panic_message(payload.as_ref()), "injected listener");
+    }
+
+    #[test]
+    fn dropping_on_scheduler_cancels_the_process() {
+        struct Dropped(mpsc::Sender<()>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.send(()).ok();
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        let (started_tx, started) = mpsc::channel();
+        let held = Dropped(tx);
+        let running = on_scheduler(async move {
+            let _held = held;
+            started_tx.send(()).ok();
+            std::future::pending::<()>().await
+        });
+        started
+            .recv_timeout(Duration::from_secs(10))
+            .expect("started");
+        assert!(rx.try_recv().is_err());
+        drop(running);
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the cancelled process's future is dropped");
     }
 
     #[test]
