@@ -181,6 +181,11 @@ impl DynamicSupervisor {
             let key = table.next_key;
             table.next_key += 1;
             let future = (spec.start)();
+            if kind == ChildKind::Temporary {
+                // Never started again: what its start held (a peer's accepted socket, its
+                // mailbox) goes now, not when the child ends. A zero-sized closure: no box.
+                spec.start = Box::new(|| -> BoxFuture { Box::pin(std::future::ready(())) });
+            }
             let generation = table.generation;
             table.entries.insert(
                 key,
