@@ -25,11 +25,15 @@ enum Next {
     Closed,
 }
 
+/// Accepts made before the listener gives its thread back to the connections it started.
+const ACCEPTS_IN_A_ROW: u32 = 16;
+
 pub(crate) async fn run(shared: Arc<Shared>) {
     let (plain, tls) = shared.listening_sockets();
     if plain.is_none() && tls.is_none() {
         return;
     }
+    let mut in_a_row: u32 = 0;
     loop {
         shared.wait_for_capacity().await;
         let accept_on = |socket: &Option<Arc<Listening>>, is_tls: bool| {
@@ -56,6 +60,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 // After the hand-over: a chaos crash of the listener never takes this connection.
                 if let Some(chaos) = &shared.chaos {
                     chaos.on_accept();
+                }
+                // On the scheduler, a backlog that is never empty would keep this loop running
+                // and the connections it starts waiting: give the thread back now and then.
+                in_a_row = in_a_row.wrapping_add(1);
+                if in_a_row.is_multiple_of(ACCEPTS_IN_A_ROW) {
+                    futures_lite::future::yield_now().await;
                 }
             }
             Next::Accepted(Err(e), _) => {
