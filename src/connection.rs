@@ -88,7 +88,7 @@ async fn live_phase(
 /// The most a connection's live phase may take in its box: every connection, idle or not, holds
 /// it for its whole life. A buffer kept in one of its states is paid by every connection (a 16 KiB
 /// array in `drain` once made it 53 KiB, and an idle connection 62 KiB instead of 9); it is now
-/// 1.3 KiB (book) and 1.4 KiB (rooms), the rare paths (close, crash, control orders) boxed apart.
+/// 1.7 KiB (book) and 1.9 KiB (rooms), the rare paths (close, crash, control orders) boxed apart.
 /// Every test that opens a connection in a debug build checks it.
 const MAX_LIVE_FUTURE: usize = 3 * 1024;
 
@@ -879,9 +879,7 @@ async fn run_loop(
                 let command = guarded(ws, || handler.handle_info(msg)).await;
                 if let Some(Command::Send(frame)) = command {
                     // Take whatever else is already queued, then flush once.
-                    // Boxed: at 680 bytes it was the loop's largest state, held by every idle
-                    // connection; one allocation per batch of relays costs far less.
-                    let batch = Box::pin(feed_batch(ws, handler, inbox, frame));
+                    let batch = feed_batch(ws, handler, inbox, frame);
                     match interruptible(inbox, batch).await {
                         Written::Done(Ok(())) => continue,
                         Written::Done(Err(end)) => return end,
