@@ -112,7 +112,28 @@ def load(run_dir):
         if os.path.exists(p):
             with open(p) as f:
                 loadavg[t] = f.read().strip()
+    meta["run_dir"] = run_dir
     return meta, results, skipped, loadavg, raw
+
+
+def thread_split(meta, t, workload):
+    """The server's CPU by thread name over a workload's rounds: "scheduler-0 52 %, ...", or None."""
+    path = os.path.join(meta.get("run_dir", ""), f"{t}.threads")
+    if not os.path.exists(path):
+        return None
+    ticks = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == workload:
+                ticks[parts[1]] = ticks.get(parts[1], 0) + int(parts[2])
+    total = sum(ticks.values())
+    if not total:
+        return None
+    shown = [(n, c) for n, c in sorted(ticks.items(), key=lambda x: -x[1]) if c * 100 >= total]
+    rest = total - sum(c for _, c in shown)
+    text = ", ".join(f"{n} {100 * c / total:.0f} %" for n, c in shown)
+    return text + (f", others {100 * rest / total:.0f} %" if rest else "")
 
 
 def label(t, meta):
@@ -563,6 +584,11 @@ def issue20(w, meta, results):
             f"setups/s; server CPU {num(two.get('server_cpu_percent'))} % vs {num(one.get('server_cpu_percent'))} % | "
             f"{two['setups_per_sec'] / one['setups_per_sec']:.2f}× | reported |"
         )
+    for t, where in [("rtcserver2c", "both cores"), ("rtcserver", "one core")]:
+        for workload in ["relay", "setup"]:
+            split = thread_split(meta, t, workload)
+            if split:
+                w(f"| cores: the server's CPU by thread, {where}, {workload} | {split} | – | reported |")
     w("")
 
 
