@@ -18,11 +18,12 @@ use rustix::event::{eventfd, EventfdFlags};
 use slab::Slab;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
-/// The epoll key of the reactor's own eventfd; a socket's key is its slab index plus one.
+/// The epoll key of the reactor's own eventfd. A socket's key is its slab index plus one in the
+/// low 32 bits and its registration's generation in the high 32 (see [`Key`]).
 const NOTIFY_KEY: u64 = 0;
 
 pub(crate) struct Reactor {
@@ -32,6 +33,44 @@ pub(crate) struct Reactor {
     /// Set by a notify until a waiting thread has taken it: notifies in between cost nothing.
     notified: AtomicBool,
     sources: Mutex<Slab<Arc<Readiness>>>,
+    /// The generation of the next registration.
+    generations: AtomicU32,
+}
+
+/// A registration's epoll key: its slot and its generation.
+///
+/// A socket is not taken out of the set before it is closed, and an event another thread has
+/// already read from `epoll_wait` is dispatched after the close: by slot alone, it would reach
+/// whichever socket took the slot next. A reset's event (`HUP`, `ERR`) then marked that live
+/// socket closed, and its reads spun on `EAGAIN` at 100 % of a scheduler thread until the
+/// client went (tests/resume.rs lost relays that way). The generation tells them apart.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Key {
+    slot: usize,
+    generation: u32,
+}
+
+impl Key {
+    fn data(self) -> io::Result<u64> {
+        let slot = u32::try_from(self.slot)
+            .ok()
+            .and_then(|s| s.checked_add(1))
+            .ok_or_else(|| {
+                io::Error::other("more sockets than the reactor's keys can tell apart")
+            })?;
+        Ok(u64::from(self.generation) << 32 | u64::from(slot))
+    }
+
+    /// `None` for the notifier's key.
+    fn of(data: u64) -> Option<Key> {
+        let slot = usize::try_from(data & u64::from(u32::MAX))
+            .ok()?
+            .checked_sub(1)?;
+        Some(Key {
+            slot,
+            generation: (data >> 32) as u32,
+        })
+    }
 }
 
 /// What a socket's events have said, per direction.
@@ -39,6 +78,8 @@ pub(crate) struct Reactor {
 struct Readiness {
     read: Direction,
     write: Direction,
+    /// Which registration of its slot this is.
+    generation: u32,
 }
 
 #[derive(Default)]
@@ -111,6 +152,7 @@ impl Reactor {
             notifier,
             notified: AtomicBool::new(false),
             sources: Mutex::new(Slab::new()),
+            generations: AtomicU32::new(0),
         })
     }
 
@@ -156,8 +198,8 @@ impl Reactor {
         {
             let sources = self.sources();
             for event in events {
-                let key = event.data.u64();
-                if key == NOTIFY_KEY {
+                let data = event.data.u64();
+                if data == NOTIFY_KEY {
                     // The counter is reset before the flag, never after: epoll reports an
                     // edge only if the eventfd is still readable when the edge is collected,
                     // so a notify whose write was read away here would be lost with the flag
@@ -170,10 +212,13 @@ impl Reactor {
                     self.notified.store(false, Ordering::SeqCst);
                     continue;
                 }
-                // A stale key (an event read just before its socket closed, its slot taken by a
-                // new socket since) only makes the new socket try one read or write too many.
-                let Some(readiness) = usize::try_from(key - 1).ok().and_then(|i| sources.get(i))
-                else {
+                // An event of a socket closed since it was read: its slot is free, or another
+                // registration's (see `Key`).
+                let Some(readiness) = Key::of(data).and_then(|key| {
+                    sources
+                        .get(key.slot)
+                        .filter(|r| r.generation == key.generation)
+                }) else {
                     continue;
                 };
                 let flags = event.flags;
@@ -197,7 +242,7 @@ impl Reactor {
 /// this is dropped.
 pub struct Registered<T: AsFd> {
     io: T,
-    key: usize,
+    slot: usize,
     readiness: Arc<Readiness>,
 }
 
@@ -208,15 +253,31 @@ impl<T: AsFd> Registered<T> {
     pub fn new(io: T) -> io::Result<Registered<T>> {
         crate::scheduler::start();
         let reactor = reactor();
-        let readiness = Arc::new(Readiness::default());
-        let key = reactor.sources().insert(Arc::clone(&readiness));
+        let generation = reactor.generations.fetch_add(1, Ordering::Relaxed);
+        let readiness = Arc::new(Readiness {
+            generation,
+            ..Readiness::default()
+        });
+        let slot = reactor.sources().insert(Arc::clone(&readiness));
+        let key = Key { slot, generation };
         let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
-        let data = EventData::new_u64(key as u64 + 1);
-        if let Err(e) = epoll::add(&reactor.epoll, &io, data, flags) {
-            reactor.sources().remove(key);
-            return Err(e.into());
+        let added = key.data().and_then(|data| {
+            Ok(epoll::add(
+                &reactor.epoll,
+                &io,
+                EventData::new_u64(data),
+                flags,
+            )?)
+        });
+        if let Err(e) = added {
+            reactor.sources().remove(slot);
+            return Err(e);
         }
-        Ok(Registered { io, key, readiness })
+        Ok(Registered {
+            io,
+            slot,
+            readiness,
+        })
     }
 
     pub fn get_ref(&self) -> &T {
@@ -246,7 +307,7 @@ impl<T: AsFd> Drop for Registered<T> {
     fn drop(&mut self) {
         // No EPOLL_CTL_DEL: closing the descriptor, right after this, takes it out of the set,
         // and saves a system call per connection. Only the slot is freed here.
-        reactor().sources().remove(self.key);
+        reactor().sources().remove(self.slot);
     }
 }
 
@@ -345,6 +406,87 @@ mod tests {
             Ok(true),
             "ready again at the tick of the hang-up's event"
         );
+    }
+
+    /// An event read from `epoll_wait` before its socket closed, dispatched after another
+    /// socket took the slot: a reset's `HUP` used to mark that live socket closed for good, and
+    /// its reads then spun on `EAGAIN` until its client went.
+    #[test]
+    fn a_stale_event_does_not_reach_the_socket_that_took_its_slot() {
+        // The slab gives the slot just freed to the next socket, unless a socket of another
+        // test took it in between: then try again.
+        for _ in 0..50 {
+            let (server, _client) = pair();
+            let old = Registered::new(server).expect("register");
+            let stale = Key {
+                slot: old.slot,
+                generation: old.readiness.generation,
+            };
+            drop(old);
+            let (server, _client) = pair();
+            let new = Registered::new(server).expect("register");
+            if new.slot != stale.slot {
+                continue;
+            }
+            let tick = new.read_tick();
+            let reset = epoll::Event {
+                flags: EventFlags::IN | EventFlags::OUT | EventFlags::HUP | EventFlags::ERR,
+                data: EventData::new_u64(stale.data().expect("key")),
+            };
+            reactor().dispatch(&[reset], &mut Vec::new());
+            assert_eq!(
+                new.read_tick(),
+                tick,
+                "the stale event moved the new socket's tick"
+            );
+            assert!(!new.readiness.read.closed.load(Ordering::Acquire));
+            assert!(!new.readiness.write.closed.load(Ordering::Acquire));
+            // The new socket's own events still reach it.
+            let own = epoll::Event {
+                flags: EventFlags::IN,
+                data: EventData::new_u64(
+                    Key {
+                        slot: new.slot,
+                        generation: new.readiness.generation,
+                    }
+                    .data()
+                    .expect("key"),
+                ),
+            };
+            reactor().dispatch(&[own], &mut Vec::new());
+            assert_ne!(new.read_tick(), tick);
+            return;
+        }
+        panic!("no slot was reused in 50 tries");
+    }
+
+    #[test]
+    fn a_key_gives_back_its_slot_and_generation_and_never_the_notifiers() {
+        for key in [
+            Key {
+                slot: 0,
+                generation: 0,
+            },
+            Key {
+                slot: 7,
+                generation: u32::MAX,
+            },
+            Key {
+                slot: u32::MAX as usize - 1,
+                generation: 3,
+            },
+        ] {
+            let data = key.data().expect("fits");
+            assert_ne!(data, NOTIFY_KEY);
+            assert_eq!(Key::of(data), Some(key));
+        }
+        assert_eq!(Key::of(NOTIFY_KEY), None);
+        assert!(Key {
+            slot: u32::MAX as usize,
+            generation: 0
+        }
+        .data()
+        .is_err());
     }
 
     /// Data sent before the task waits, between its read and its wait, or after it: each is
