@@ -15,8 +15,11 @@
 //! the connection loop sees first, also while it waits on a write to a peer that stopped
 //! reading ([`Inbox::control`]).
 //!
-//! The queue is a `VecDeque` under a mutex with an [`Event`] to wake the receiver: it holds only
-//! what is queued, and gives back what a burst grew. (async-channel's unbounded queue, used
+//! The queue is a `VecDeque` under a mutex with an [`AtomicWaker`] to wake the receiver: it holds
+//! only what is queued, and gives back what a burst grew. The receiver is one task, the peer's
+//! connection, so a waker slot is all it needs: an `event_listener::Event`, used before, made an
+//! allocation of its own on the first listen and a listener box per wait, about 0.2 KiB that
+//! every idle connection kept (bench/README.md, issue 20). (async-channel's unbounded queue, used
 //! before, keeps a 31-slot block per peer once anything passed through it, and its channel
 //! struct is cache-padded: about 1.7 KiB per connection of the 12.3 KiB measured by
 //! `loadgen hold`; see bench/README.md.)
@@ -24,10 +27,9 @@ use crate::faults::wire::Plan;
 use crate::metrics::RelayCounters;
 use crate::registry::PeerId;
 use async_tungstenite::tungstenite::Utf8Bytes;
-use event_listener::{Event, EventListener};
+use atomic_waker::AtomicWaker;
 use futures_lite::Stream;
 use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -128,8 +130,8 @@ struct Shared {
     alive: AtomicBool,
     /// Pending [`Control`] orders, as bits.
     control: AtomicU8,
-    /// Notified when a control bit is set (the loop may be waiting on a write, not the queue).
-    controlled: Event,
+    /// Woken when a control bit is set (the loop may be waiting on a write, not the queue).
+    controlled: AtomicWaker,
     queued_bytes: AtomicUsize,
     limit_bytes: usize,
     counters: Arc<RelayCounters>,
@@ -141,17 +143,15 @@ struct Shared {
 /// A mailbox's queue. Closed by the receiver's drop; nothing is queued after that.
 struct Queue {
     items: Mutex<Items>,
-    /// Notified on every push; the receiver listens only while the queue is empty.
-    pushed: Event,
+    /// Woken on every push (and every control order): the receiver's task, registered while
+    /// the queue is empty.
+    pushed: AtomicWaker,
 }
 
 struct Items {
     messages: VecDeque<PeerMsg>,
     closed: bool,
 }
-
-/// A queue that grew past this many slots during a burst is shrunk again once drained.
-const KEEP_SLOTS: usize = 8;
 
 impl Queue {
     fn new() -> Self {
@@ -160,7 +160,7 @@ impl Queue {
                 messages: VecDeque::new(),
                 closed: false,
             }),
-            pushed: Event::new(),
+            pushed: AtomicWaker::new(),
         }
     }
 
@@ -178,7 +178,7 @@ impl Queue {
             }
             items.messages.push_back(msg);
         }
-        self.pushed.notify(1);
+        self.pushed.wake();
         Ok(())
     }
 
@@ -193,8 +193,10 @@ impl Queue {
             return None;
         }
         let msg = items.messages.pop_front();
-        if items.messages.is_empty() && items.messages.capacity() > KEEP_SLOTS {
-            items.messages.shrink_to_fit();
+        if items.messages.is_empty() && items.messages.capacity() > 0 {
+            // An idle peer keeps no slots: most connections sit idle, and the next message
+            // costs one small allocation.
+            items.messages = VecDeque::new();
         }
         msg
     }
@@ -220,7 +222,6 @@ pub enum Delivered {
 /// The receiving end of a mailbox, polled as a stream by the connection loop.
 pub struct Receiver {
     shared: Arc<Shared>,
-    listener: Option<EventListener>,
 }
 
 /// The mailbox is empty (or closed).
@@ -239,7 +240,7 @@ impl Shared {
             queue: Queue::new(),
             alive: AtomicBool::new(true),
             control: AtomicU8::new(0),
-            controlled: Event::new(),
+            controlled: AtomicWaker::new(),
             queued_bytes: AtomicUsize::new(0),
             limit_bytes,
             counters,
@@ -261,30 +262,25 @@ impl Stream for Receiver {
 
     /// Control orders first, then messages in order. Ends (`None`) only once the mailbox is
     /// closed, which its own inbox's drop does.
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivered>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivered>> {
+        let mut registered = false;
         loop {
             if let Some(control) = self.shared.take_control() {
-                self.listener = None;
                 return Poll::Ready(Some(Delivered::Control(control)));
             }
             if let Some(msg) = self.shared.queue.pop() {
-                self.listener = None;
                 return Poll::Ready(Some(Delivered::Message(msg)));
             }
             if self.shared.queue.lock().closed {
                 return Poll::Ready(None);
             }
-            // Listen, then look again before waiting: a push between the look and the listen
-            // is seen by the second look, one after it wakes the listener.
-            match self.listener.as_mut() {
-                None => self.listener = Some(self.shared.queue.pushed.listen()),
-                Some(listener) => {
-                    if Pin::new(listener).poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    self.listener = None;
-                }
+            if registered {
+                return Poll::Pending;
             }
+            // Register, then look again before waiting: a push between the look and the
+            // registration is seen by the second look, one after it wakes this task.
+            self.shared.queue.pushed.register(cx.waker());
+            registered = true;
         }
     }
 }
@@ -325,7 +321,6 @@ impl Mailbox {
         let peer = PeerRef(Shared::new(id, limit_bytes, counters, None));
         let rx = Receiver {
             shared: Arc::clone(&peer.0),
-            listener: None,
         };
         (peer.clone(), Inbox { rx, owner: peer })
     }
@@ -445,8 +440,8 @@ impl PeerRef {
             return false;
         }
         self.0.control.fetch_or(control.bit(), Ordering::AcqRel);
-        self.0.controlled.notify(usize::MAX);
-        self.0.queue.pushed.notify(1);
+        self.0.controlled.wake();
+        self.0.queue.pushed.wake();
         true
     }
 }
@@ -466,16 +461,18 @@ impl Inbox {
     /// Resolves with the next control order: raced against writes to the socket, so that a
     /// peer that stopped reading still obeys overflow, stop and crash.
     pub async fn control(&self) -> Control {
-        loop {
+        futures_lite::future::poll_fn(|cx| {
             if let Some(control) = self.owner.0.take_control() {
-                return control;
+                return Poll::Ready(control);
             }
-            let listener = self.owner.0.controlled.listen();
-            if let Some(control) = self.owner.0.take_control() {
-                return control;
+            self.owner.0.controlled.register(cx.waker());
+            // An order between the first look and the registration woke nobody: look again.
+            match self.owner.0.take_control() {
+                Some(control) => Poll::Ready(control),
+                None => Poll::Pending,
             }
-            listener.await;
-        }
+        })
+        .await
     }
 
     /// As [`try_recv`](Self::try_recv), but leaves a [`PeerMsg::Faulted`] at the head of the
@@ -617,7 +614,7 @@ mod tests {
             assert_eq!(peer.relay(&text("x")), Delivery::Queued);
         }
         while inbox.try_recv().is_ok() {}
-        assert!(peer.0.queue.lock().messages.capacity() <= KEEP_SLOTS);
+        assert_eq!(peer.0.queue.lock().messages.capacity(), 0);
         assert_eq!(peer.0.queued_bytes.load(Ordering::Relaxed), 0);
     }
 

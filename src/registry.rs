@@ -150,7 +150,12 @@ impl Registry {
             return true;
         }
         peers.push(peer.clone());
-        t.by_peer.entry(peer.id()).or_default().push(key.clone());
+        // A peer is in one room nearly always: a `Vec`'s first push would make room for four
+        // keys, kept for the peer's life.
+        t.by_peer
+            .entry(peer.id())
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(key.clone());
         let Table {
             order, rooms_seen, ..
         } = &mut *t;
