@@ -104,94 +104,101 @@ pub(crate) struct Room {
 }
 
 impl Room {
-    pub async fn run(self) {
-        if let RoomKind::Named(named) = &self.kind {
-            // Not a crash: a restart would only run it again, and again, until the panics
-            // escalated to the root and stopped the server.
-            let init = AssertUnwindSafe(|| named.hooks.on_init(&named.context, &self.members()));
-            if std::panic::catch_unwind(init).is_err() {
-                log::error!(
-                    "room {}: on_init panicked; the room runs without it",
-                    self.key
-                );
+    /// Not an `async fn`: one keeps its argument twice in its future (the argument and the
+    /// local it is moved into), 112 bytes more in every room's process for its whole life.
+    #[allow(clippy::manual_async_fn)] // on purpose, as said above
+    pub fn run(self) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            if let RoomKind::Named(named) = &self.kind {
+                // Not a crash: a restart would only run it again, and again, until the panics
+                // escalated to the root and stopped the server.
+                let init =
+                    AssertUnwindSafe(|| named.hooks.on_init(&named.context, &self.members()));
+                if std::panic::catch_unwind(init).is_err() {
+                    log::error!(
+                        "room {}: on_init panicked; the room runs without it",
+                        self.key
+                    );
+                }
             }
-        }
-        // Started again with nobody in it and nothing asked of it (its last member's leave was
-        // what crashed it, say): nothing would ever stop it.
-        if self.restarted && self.is_idle() && self.inbox.is_empty() {
-            self.stop();
-            return;
-        }
-        let mut announced = Announced::new(self.registry.registered(&self.key));
-        while let Ok(msg) = self.inbox.recv().await {
-            match msg {
-                RoomMsg::Join { peer, reply } => {
-                    let result = match self.kind {
-                        RoomKind::Book => self.join(&peer).await,
-                        RoomKind::Named(_) => Err(JoinRefused::NotJoinable),
-                    };
-                    let refused = result.is_err();
-                    let _ = reply.try_send(result);
-                    // Started here for a room of another node (a cluster), and refused.
-                    if refused && self.registry.count_local(&self.key) == 0 {
-                        self.stop();
-                        return;
-                    }
-                }
-                RoomMsg::JoinNamed { peer, auth, reply } => {
-                    let (result, configured) = match &self.kind {
-                        RoomKind::Named(named) => (
-                            self.join_named(named, &peer, &auth, &mut announced)
-                                .await
-                                .map_err(NamedRefusal::Hooks),
-                            named.context.configured,
-                        ),
-                        RoomKind::Book => (
-                            Err(NamedRefusal::Hooks(Refusal::new("not_a_named_room"))),
-                            false,
-                        ),
-                    };
-                    let refused = result.is_err();
-                    let _ = reply.try_send(result);
-                    // A room started on demand for a peer it then refused would stay empty.
-                    if refused && !configured && self.registry.count_local(&self.key) == 0 {
-                        self.stop();
-                        return;
-                    }
-                }
-                RoomMsg::Leave { peer } => {
-                    self.cluster.leave(&self.key, peer);
-                    let configured = match &self.kind {
-                        RoomKind::Named(named) => {
-                            if announced.leave(peer) {
-                                self.left(named, peer);
-                            }
-                            named.context.configured
+            // Started again with nobody in it and nothing asked of it (its last member's leave was
+            // what crashed it, say): nothing would ever stop it.
+            if self.restarted && self.is_idle() && self.inbox.is_empty() {
+                self.stop();
+                return;
+            }
+            let mut announced = Announced::new(self.registry.registered(&self.key));
+            while let Ok(msg) = self.inbox.recv().await {
+                match msg {
+                    RoomMsg::Join { peer, reply } => {
+                        let result = match self.kind {
+                            // Boxed: a join's state would otherwise be in every room's future.
+                            RoomKind::Book => Box::pin(self.join(&peer)).await,
+                            RoomKind::Named(_) => Err(JoinRefused::NotJoinable),
+                        };
+                        let refused = result.is_err();
+                        let _ = reply.try_send(result);
+                        // Started here for a room of another node (a cluster), and refused.
+                        if refused && self.registry.count_local(&self.key) == 0 {
+                            self.stop();
+                            return;
                         }
-                        RoomKind::Book => false,
-                    };
-                    if !configured && self.registry.count_local(&self.key) == 0 {
+                    }
+                    RoomMsg::JoinNamed { peer, auth, reply } => {
+                        let (result, configured) = match &self.kind {
+                            RoomKind::Named(named) => (
+                                Box::pin(self.join_named(named, &peer, &auth, &mut announced))
+                                    .await
+                                    .map_err(NamedRefusal::Hooks),
+                                named.context.configured,
+                            ),
+                            RoomKind::Book => (
+                                Err(NamedRefusal::Hooks(Refusal::new("not_a_named_room"))),
+                                false,
+                            ),
+                        };
+                        let refused = result.is_err();
+                        let _ = reply.try_send(result);
+                        // A room started on demand for a peer it then refused would stay empty.
+                        if refused && !configured && self.registry.count_local(&self.key) == 0 {
+                            self.stop();
+                            return;
+                        }
+                    }
+                    RoomMsg::Leave { peer } => {
+                        self.cluster.leave(&self.key, peer);
+                        let configured = match &self.kind {
+                            RoomKind::Named(named) => {
+                                if announced.leave(peer) {
+                                    self.left(named, peer);
+                                }
+                                named.context.configured
+                            }
+                            RoomKind::Book => false,
+                        };
+                        if !configured && self.registry.count_local(&self.key) == 0 {
+                            self.stop();
+                            return;
+                        }
+                    }
+                    RoomMsg::Crash => panic!("injected crash of room {}", self.key),
+                    RoomMsg::Stop { serial, .. } if serial != self.serial => {}
+                    // rooms_sup restarts: its next instance takes over this mailbox, with what is
+                    // queued behind this message, and the table entry.
+                    RoomMsg::Stop {
+                        reason: StopReason::SupervisorDown,
+                        ..
+                    } if self.rooms.supervisor().is_accepting() => return,
+                    RoomMsg::Stop { .. } => {
                         self.stop();
                         return;
                     }
                 }
-                RoomMsg::Crash => panic!("injected crash of room {}", self.key),
-                RoomMsg::Stop { serial, .. } if serial != self.serial => {}
-                // rooms_sup restarts: its next instance takes over this mailbox, with what is
-                // queued behind this message, and the table entry.
-                RoomMsg::Stop {
-                    reason: StopReason::SupervisorDown,
-                    ..
-                } if self.rooms.supervisor().is_accepting() => return,
-                RoomMsg::Stop { .. } => {
-                    self.stop();
+                if !self.rooms.is_served_by(&self.key, self.serial) {
+                    // This process outlived a restart of rooms_sup past its grace (a blocking hook)
+                    // and another one serves the mailbox now: two would break the atomic joins.
                     return;
                 }
-            }
-            if !self.rooms.is_served_by(&self.key, self.serial) {
-                // This process outlived a restart of rooms_sup past its grace (a blocking hook)
-                // and another one serves the mailbox now: two would break the atomic joins.
-                return;
             }
         }
     }

