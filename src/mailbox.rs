@@ -18,8 +18,8 @@
 //! The queue is a `VecDeque` under a mutex with an [`AtomicWaker`] to wake the receiver: it holds
 //! only what is queued, and gives back what a burst grew. The receiver is one task, the peer's
 //! connection, so a waker slot is all it needs: an `event_listener::Event`, used before, made an
-//! allocation of its own on the first listen and a listener box per wait, about 0.2 KiB that
-//! every idle connection kept (bench/README.md, issue 20). (async-channel's unbounded queue, used
+//! allocation of its own on the first listen and a listener box per wait, 0.13 KiB that every
+//! idle connection kept (bench/README.md, issue 20). (async-channel's unbounded queue, used
 //! before, keeps a 31-slot block per peer once anything passed through it, and its channel
 //! struct is cache-padded: about 1.7 KiB per connection of the 12.3 KiB measured by
 //! `loadgen hold`; see bench/README.md.)
