@@ -50,13 +50,12 @@ impl Future for Deadline {
             None => {
                 let id = table.next_id;
                 table.next_id += 1;
+                let when = watcher.tick(self.when);
                 let earlier = table
                     .entries
                     .first_key_value()
-                    .is_none_or(|((first, _), _)| watcher.tick(self.when) < *first);
-                table
-                    .entries
-                    .insert((watcher.tick(self.when), id), cx.waker().clone());
+                    .is_none_or(|((first, _), _)| when < *first);
+                table.entries.insert((when, id), cx.waker().clone());
                 self.id = Some(id);
                 if earlier {
                     watcher.changed.notify_one();
