@@ -17,11 +17,11 @@ use crate::rtcserver_app::Shared;
 use crate::socket::Socket;
 use crate::tls::Stream;
 use crate::trusted_proxies::ClientAddr;
+use crate::websocket::WebSocket;
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use async_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::Message;
-use async_tungstenite::WebSocketStream;
 use futures_lite::{FutureExt, Stream as _};
 use futures_util::SinkExt;
 use std::future::Future;
@@ -38,7 +38,7 @@ mod faulted;
 mod heartbeat;
 mod resume;
 
-type Ws = WebSocketStream<Stream>;
+type Ws = WebSocket<Stream>;
 
 /// Relayed frames written before one flush: batching without holding frames back.
 const MAX_BATCH: usize = 64;
@@ -88,7 +88,7 @@ async fn live_phase(
 /// The most a connection's live phase may take in its box: every connection, idle or not, holds
 /// it for its whole life. A buffer kept in one of its states is paid by every connection (a 16 KiB
 /// array in `drain` once made it 53 KiB, and an idle connection 62 KiB instead of 9); it is now
-/// 1.9 KiB (book) and 2.0 KiB (rooms), the rare paths (close, crash, control orders) boxed apart.
+/// 1.7 KiB (book) and 1.9 KiB (rooms), the rare paths (close, crash, control orders) boxed apart.
 /// Every test that opens a connection in a debug build checks it.
 const MAX_LIVE_FUTURE: usize = 3 * 1024;
 
@@ -406,15 +406,11 @@ async fn upgrade(shared: &Shared, mut stream: Stream, request: http::Request) ->
     futures_lite::AsyncWriteExt::write_all(&mut stream, http::switching_protocols(key).as_bytes())
         .await
         .ok()?;
-    Some(
-        WebSocketStream::from_partially_read(
-            stream,
-            request.rest,
-            Role::Server,
-            Some(shared.ws_config),
-        )
-        .await,
-    )
+    Some(WebSocket::new(
+        stream,
+        request.rest,
+        shared.config.max_message_bytes,
+    ))
 }
 
 /// `/socket/<room>`: the peer hooks parse and authenticate the request before the upgrade
@@ -914,7 +910,7 @@ async fn run_loop(
             Input::Frame(Some(Ok(Message::Close(frame)))) => {
                 return Box::pin(client_close::answer(ws, frame.as_ref())).await;
             }
-            // tungstenite queued the pong: send it now, not with the next message.
+            // The pong is queued (src/websocket.rs): send it now, not with the next message.
             Input::Frame(Some(Ok(Message::Ping(_)))) => {
                 match interruptible(inbox, ws.flush()).await {
                     Written::Done(Ok(())) => None,

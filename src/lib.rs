@@ -58,6 +58,7 @@ pub mod rtcserver_sup;
 pub mod socket;
 pub mod tls;
 pub mod trusted_proxies;
+pub mod websocket;
 
 pub use config::Config;
 pub use events::Event;

@@ -1,15 +1,14 @@
 //! The answer to a close the client started: the client's code with an empty reason, as the
 //! Erlang original's cowboy sends it (`{close, Code, <<>>}`; no code at all is answered with an
-//! empty close). tungstenite would echo the client's reason text too, and it has no setting for
-//! this: its reply waits unflushed in the `WebSocketStream`, which is dropped unsent, and the
-//! reply below is written under it, on the socket.
+//! empty close). The WebSocket (src/websocket.rs) queues no reply of its own to a close; the
+//! reply below is written on the socket.
 use super::{End, Ws, CLOSE_LINGER};
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use futures_lite::{AsyncWriteExt, FutureExt};
 
 /// Answers the client's close and ends the connection as the client's departure.
 ///
-/// Nothing else of ours is in tungstenite's write buffer here: every write the loop makes is
+/// Nothing else of ours is in the WebSocket's write buffer here: every write the loop makes is
 /// flushed before the loop reads the next frame, so the reply cannot land inside another frame.
 pub(super) async fn answer(ws: &mut Ws, received: Option<&CloseFrame>) -> End {
     let reply = reply_frame(received);
@@ -33,7 +32,7 @@ pub(super) async fn answer(ws: &mut Ws, received: Option<&CloseFrame>) -> End {
 
 /// The whole close frame the server sends (unmasked, RFC 6455 §5.5.1): the code alone.
 ///
-/// The code is the one tungstenite reports, which is already 1002 for a code a client may not
+/// The code is the one the WebSocket reports, which is already 1002 for a code a client may not
 /// send (cowboy answers those 1002 too).
 pub(super) fn reply_frame(received: Option<&CloseFrame>) -> Vec<u8> {
     match received {

@@ -107,7 +107,7 @@ async fn write(ws: &mut Ws, text: Utf8Bytes, plan: &Plan) -> Result<(), End> {
         return ws.flush().await.map_err(|_| End::Closed);
     };
     // Throttled: the frames are encoded here and written to the socket at the rate, under
-    // tungstenite (whose buffer is flushed first, so that nothing is written out of order).
+    // the WebSocket (whose buffer is flushed first, so that nothing is written out of order).
     ws.flush().await.map_err(|_| End::Closed)?;
     let mut encoded = Vec::with_capacity(bytes.len() + 14 * frames.len());
     for frame in frames {

@@ -123,7 +123,7 @@ async fn carry(client: &mut Ws, up: &mut WebSocketStream<TcpStream>, inbox: &Inb
                 return super::super::client_close::answer(client, frame.as_ref()).await;
             }
             Step::FromClient(Some(Ok(_))) => {
-                // tungstenite queued the pong to a ping: send it now.
+                // The pong to a ping is queued: send it now.
                 let _ = client.flush().await;
             }
             // The client's network went: the other node sees its connection end the same way.
