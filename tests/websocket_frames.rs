@@ -1,8 +1,8 @@
 //! RFC 6455 framing as close-codes.md states it, from a client that writes its frames by hand:
 //! every length encoding, frames cut anywhere by TCP or packed many to a write, fragments with a
 //! ping between them and a character split across two, the size limit at its edge, and each
-//! violation's close code: the cases any reader of frames (tungstenite's, or one with buffers of
-//! its own, bench/README.md) must get right.
+//! violation's close code: the cases the server's reader of frames (src/websocket.rs, which
+//! replaced tungstenite's; they passed against both) must get right.
 mod common;
 use async_net::TcpStream;
 use common::*;
