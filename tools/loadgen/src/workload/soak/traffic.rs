@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::time::{sleep, timeout};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -255,6 +255,14 @@ pub async fn slow_reader<A: Adapter>(
             seq += 1;
         }
         Tally::add(&t.slow_bytes, sent);
+        // A send returns once the kernel holds the bytes: the server may not have read them yet
+        // (it reads a flood at --max-bytes-per-sec). Reading now would drain the stalled reader
+        // while the server still relays, and the bound would never be reached. The server
+        // answers a ping after every frame sent before it, so its pong means the whole push
+        // was read, relayed, and past the bound.
+        if let Err(e) = read_up_to_pong(&mut pair.creator, PUSH_FOR).await {
+            t.error("waiting for the server to read a slow reader's push", &e);
+        }
         // What the stalled reader finds when it reads again: the backlog, then how the server ended it.
         let max_frames = max_bytes / SIZE as u64 + 64;
         let how = ending(&mut pair.joiner.rx, max_frames, PUSH_FOR).await;
@@ -262,6 +270,26 @@ pub async fn slow_reader<A: Adapter>(
         transport::close(pair.creator).await;
         Tally::add(&t.slow_rounds, 1);
     }
+}
+
+/// Sends a ping and reads until its pong (other messages are dropped), within `limit`.
+async fn read_up_to_pong(peer: &mut Peer, limit: Duration) -> Result<()> {
+    let wait = async {
+        peer.tx
+            .send(Message::Ping(Vec::from(*b"pushed").into()))
+            .await?;
+        loop {
+            match peer.rx.next().await {
+                Some(Ok(Message::Pong(_))) => return Ok(()),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.into()),
+                None => bail!("closed before the pong"),
+            }
+        }
+    };
+    timeout(limit, wait)
+        .await
+        .map_err(|_| anyhow!("no pong within {limit:?}"))?
 }
 
 /// How a connection ends as seen by its reader: the close code, `eof` (a reset or a close without a
