@@ -21,6 +21,23 @@ pub fn after(timeout: Duration) -> Deadline {
     }
 }
 
+/// Ready once `timeout` has passed, late by less than `grid`: the instant is rounded up to a
+/// multiple of `grid` counted from the watcher's start, so that the deadlines of many
+/// connections fall on the same instants and one wake-up serves them all. A heartbeat's
+/// deadlines need no precision, and a wake-up for each of 19,600 connections' pings cost
+/// 28 µs per ping (a scheduler thread woken and put back to sleep every time) against 6 µs
+/// when they come together (bench/README.md).
+pub fn after_coarse(timeout: Duration, grid: Duration) -> Deadline {
+    let watcher = watcher();
+    let exact = watcher.tick(Instant::now() + timeout);
+    let grid = u64::try_from(grid.as_nanos()).unwrap_or(u64::MAX).max(1);
+    let rounded = exact.div_ceil(grid).saturating_mul(grid);
+    Deadline {
+        when: watcher.base + Duration::from_nanos(rounded),
+        id: None,
+    }
+}
+
 /// A future that is ready at an instant; registered with the watcher while it waits.
 pub struct Deadline {
     when: Instant,
@@ -190,6 +207,33 @@ mod tests {
         };
         assert_eq!(block_on(or(later, sooner)), "sooner");
         assert!(start.elapsed() < Duration::from_secs(4));
+    }
+
+    #[test]
+    fn coarse_deadlines_fall_on_the_grid_and_never_early() {
+        let grid = Duration::from_millis(250);
+        let timeout = Duration::from_millis(1100);
+        let earliest = Instant::now() + timeout;
+        let deadlines: Vec<_> = (0..50).map(|_| after_coarse(timeout, grid)).collect();
+        let latest = Instant::now() + timeout + grid;
+        let grid_ns = grid.as_nanos() as u64;
+        for d in &deadlines {
+            assert!(
+                d.when >= earliest && d.when <= latest,
+                "within one grid step"
+            );
+            assert_eq!(watcher().tick(d.when) % grid_ns, 0, "on the grid");
+        }
+        // Made within a few microseconds of each other: one instant (or two, across a step).
+        let mut instants: Vec<_> = deadlines.iter().map(|d| d.when).collect();
+        instants.dedup();
+        assert!(instants.len() <= 2, "{} instants", instants.len());
+        let start = Instant::now();
+        block_on(after_coarse(
+            Duration::from_millis(20),
+            Duration::from_millis(30),
+        ));
+        assert!(start.elapsed() >= Duration::from_millis(20));
     }
 
     #[test]

@@ -11,11 +11,15 @@ use std::time::{Duration, Instant};
 /// Silences this many intervals long end the connection.
 pub const MISSED: u32 = 3;
 
+/// Pings are late by less than this (or a quarter of the interval, if shorter): the
+/// connections' pings then come together, a wake-up for many (`deadline::after_coarse`).
+const GRID: Duration = Duration::from_secs(1);
+
 pub(super) struct Heartbeat {
     every: Duration,
     last_heard: Instant,
     next: Deadline,
-    /// When `next` is due.
+    /// `next` is not due before this (it is rounded up to its grid).
     due: Instant,
     /// The waker `next` holds: the connection's loop polls the heartbeat with every frame and
     /// message, and the deadline's table is behind a lock every connection shares.
@@ -38,7 +42,7 @@ impl Heartbeat {
             every,
             last_heard: now,
             due: now + every,
-            next: deadline::after(every),
+            next: next_beat(every),
             registered: None,
         })
     }
@@ -68,7 +72,12 @@ impl Heartbeat {
         // `due` first: the deadline's own instant is then never earlier, so that a wake-up
         // from it always finds `due` passed and polls it.
         self.due = Instant::now() + self.every;
-        self.next = deadline::after(self.every);
+        self.next = next_beat(self.every);
         Poll::Ready(Beat::Ping)
     }
+}
+
+/// The deadline of the next ping: `every` from now, on the grid.
+fn next_beat(every: Duration) -> Deadline {
+    deadline::after_coarse(every, GRID.min(every / 4))
 }
