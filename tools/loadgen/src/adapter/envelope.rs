@@ -12,24 +12,36 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Utf8Bytes};
 
 use crate::transport::Peer;
 
-/// `text` as a JSON string literal, quotes included.
+/// `text` as a JSON string literal, quotes included. The runs between characters that need an escape
+/// are copied whole: this runs once per message sent, and a character at a time it was loadgen's largest
+/// function in a rooms relay (8.7 % of its profile).
 pub fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + text.len() / 8 + 2);
     out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
+    let mut rest = text;
+    // Every byte that needs an escape is ASCII, so the split points are character boundaries.
+    while let Some(at) = rest
+        .bytes()
+        .position(|b| b == b'"' || b == b'\\' || b < 0x20)
+    {
+        let (plain, escaped) = rest.split_at(at);
+        out.push_str(plain);
+        let mut chars = escaped.chars();
+        match chars.next() {
+            Some('"') => out.push_str("\\\""),
+            Some('\\') => out.push_str("\\\\"),
+            Some('\n') => out.push_str("\\n"),
+            Some('\r') => out.push_str("\\r"),
+            Some('\t') => out.push_str("\\t"),
+            Some(c) => {
                 // Writing to a String cannot fail.
                 let _ = write!(out, "\\u{:04x}", u32::from(c));
             }
-            c => out.push(c),
+            None => {}
         }
+        rest = chars.as_str();
     }
+    out.push_str(rest);
     out.push('"');
     out
 }
@@ -158,6 +170,12 @@ mod tests {
             payload::sdp_message("offer", 7, 300),
             payload::candidate(3),
             "tab\t nl\n cr\r bell\u{7} quote\" backslash\\ é ✓".to_string(),
+            // Empty, and escapes at either end or alone.
+            String::new(),
+            "\"".to_string(),
+            "\"\\\n\u{1f}".to_string(),
+            "\u{0}é plain ✓".to_string(),
+            "plain\\".to_string(),
         ] {
             let quoted = quote(&text);
             let back: String = serde_json::from_str(&quoted).unwrap();
