@@ -255,11 +255,10 @@ pub async fn slow_reader<A: Adapter>(
             seq += 1;
         }
         Tally::add(&t.slow_bytes, sent);
-        // A send returns once the kernel holds the bytes: the server may not have read them yet
-        // (it reads a flood at --max-bytes-per-sec). Reading now would drain the stalled reader
-        // while the server still relays, and the bound would never be reached. The server
-        // answers a ping after every frame sent before it, so its pong means the whole push
-        // was read, relayed, and past the bound.
+        // A send returns once the kernel holds the bytes: the server may not have read them yet.
+        // Reading now would drain the stalled reader while the server still relays, and the
+        // bound might never be reached. The server answers a ping after every frame sent before
+        // it, so its pong means the whole push was read and relayed towards the joiner.
         if let Err(e) = read_up_to_pong(&mut pair.creator, PUSH_FOR).await {
             t.error("waiting for the server to read a slow reader's push", &e);
         }
