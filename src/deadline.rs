@@ -83,6 +83,11 @@ impl Future for Deadline {
 }
 
 impl Deadline {
+    /// When it is ready: a wake-up from the watcher never comes before this.
+    pub fn when(&self) -> Instant {
+        self.when
+    }
+
     fn unregister(&mut self) {
         if let Some(id) = self.id.take() {
             let watcher = watcher();

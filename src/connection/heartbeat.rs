@@ -19,8 +19,6 @@ pub(super) struct Heartbeat {
     every: Duration,
     last_heard: Instant,
     next: Deadline,
-    /// `next` is not due before this (it is rounded up to its grid).
-    due: Instant,
     /// The waker `next` holds: the connection's loop polls the heartbeat with every frame and
     /// message, and the deadline's table is behind a lock every connection shares.
     registered: Option<Waker>,
@@ -37,11 +35,9 @@ impl Heartbeat {
     /// `None` (or zero): no heartbeat.
     pub fn new(every: Option<Duration>) -> Option<Self> {
         let every = every.filter(|d| !d.is_zero())?;
-        let now = Instant::now();
         Some(Heartbeat {
             every,
-            last_heard: now,
-            due: now + every,
+            last_heard: Instant::now(),
             next: next_beat(every),
             registered: None,
         })
@@ -57,7 +53,7 @@ impl Heartbeat {
             .registered
             .as_ref()
             .is_some_and(|w| w.will_wake(cx.waker()));
-        if armed && Instant::now() < self.due {
+        if armed && Instant::now() < self.next.when() {
             return Poll::Pending;
         }
         if Pin::new(&mut self.next).poll(cx).is_pending() {
@@ -69,9 +65,6 @@ impl Heartbeat {
         if silent >= self.every * MISSED {
             return Poll::Ready(Beat::Dead(silent));
         }
-        // `due` first: the deadline's own instant is then never earlier, so that a wake-up
-        // from it always finds `due` passed and polls it.
-        self.due = Instant::now() + self.every;
         self.next = next_beat(self.every);
         Poll::Ready(Beat::Ping)
     }
